@@ -1,0 +1,185 @@
+"""The ``attnloop`` command line (contracts in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from attnloop.config import Settings
+
+PARITY_LIMIT = 1e-4
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
+    return values[0], values[1]
+
+
+def cmd_data_make(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.datasets import make_dataset
+
+    records = make_dataset(args.family, args.out, seed=args.seed, size=args.size)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.split] = counts.get(r.split, 0) + 1
+    print(f"{args.family}: {len(records)} images in {args.out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.training import TrainConfig, data_hash, resolve_annotations, save_run, train
+
+    config = TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        input_size=args.input_size,
+        guidance=args.guidance,
+        guidance_weight=args.guidance_weight,
+        counterexamples=args.counterexamples,
+        margin=args.margin,
+        blur=args.blur,
+        init_weights=args.init_weights,
+        init_from=args.init_from,
+        threads=args.threads or settings.threads,
+    )
+    annotations = resolve_annotations(args.data, args.boxes)
+    result = train(args.data, config, annotations=annotations)
+    out = save_run(args.out, result, config, data=data_hash(args.data, args.boxes if args.boxes not in (None, "none", "manifest") else None))
+    (out / "data.json").write_text(json.dumps({"data": str(Path(args.data).resolve()), "boxes": args.boxes}) + "\n")
+    for split, m in result.metrics["splits"].items():
+        extra = "".join(
+            f", {k} {m[k]:.3f}" for k in ("attention_in_box", "wrong_reason") if m.get(k) is not None
+        )
+        print(f"{split:6} accuracy {m['accuracy']:.3f} (n={m['n']}){extra}")
+    print(f"wrote {out}/model.pt, card.json, metrics.json ({result.metrics['guided_images']} guided images)")
+    return 0
+
+
+def _parity_samples(run: Path, card, count: int = 8) -> list[bytes]:
+    """Raw bytes of the run's own test images when its data is still there, else seeded synthetic PNGs."""
+    import numpy as np
+
+    from attnloop.datasets import read_manifest
+    from attnloop.imaging import encode_png
+
+    info = run / "data.json"
+    if info.exists():
+        root = Path(json.loads(info.read_text())["data"])
+        if (root / "manifest.jsonl").exists():
+            records = read_manifest(root)
+            chosen = [r for r in records if r.split == "test"][:count] or records[:count]
+            return [(root / r.image).read_bytes() for r in chosen]
+    rng = np.random.default_rng(0)
+    shape = (*card.input_size, card.channels if card.channels in (1, 3) else 1)
+    return [encode_png(rng.integers(0, 256, size=shape, dtype=np.uint8)) for _ in range(count)]
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.export import export_onnx, parity
+    from attnloop.models import load_checkpoint
+
+    run = Path(args.run)
+    model, card, _ = load_checkpoint(run)
+    path = export_onnx(model, card, args.out)
+    diff = parity(model, card, path, _parity_samples(run if run.is_dir() else run.parent, card))
+    worst = max(diff["logits"], diff["attention"])
+    print(f"wrote {path} ({card.arch}, {card.channels}×{card.input_size[0]}×{card.input_size[1]}, classes {', '.join(card.class_names)})")
+    print("parity max |Δ|: " + ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
+    if worst > PARITY_LIMIT:
+        print(f"parity FAILED: {worst:.2e} > {PARITY_LIMIT:.0e} on logits/attention", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.demo import run_demo
+
+    run_demo(args.workdir or settings.home / "demo", size=args.size, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from attnloop.datasets import FAMILIES
+    from attnloop.training import GUIDANCE
+
+    parser = argparse.ArgumentParser(prog="attnloop", description="Correct image classifiers through their attention.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="benchmark datasets").add_subparsers(dest="data_command", required=True)
+    make = data.add_parser("make", help="generate a dataset family with its manifest")
+    make.add_argument("family", choices=sorted(FAMILIES))
+    make.add_argument("--out", required=True, type=Path)
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--size", type=int, default=None, help="number of training images")
+    make.set_defaults(func=cmd_data_make)
+
+    tr = sub.add_parser("train", help="train or fine-tune an attention model")
+    tr.add_argument("--data", required=True, type=Path, help="folder with manifest.jsonl")
+    tr.add_argument("--out", required=True, type=Path, help="run folder to write")
+    tr.add_argument("--arch", default="abn_cifar", help="see `attnloop models`")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=32)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--input-size", type=_size, default=None, help="N or HxW (default: image size, or 224 for ResNets)")
+    tr.add_argument("--boxes", default=None, help="human boxes: 'manifest' (every training image) or an annotation-set JSONL")
+    tr.add_argument("--guidance", choices=GUIDANCE, default="outside")
+    tr.add_argument("--lambda", dest="guidance_weight", type=float, default=1.0, help="guidance loss weight")
+    tr.add_argument("--counterexamples", action="store_true", help="add counterexamples with the region outside the boxes swapped")
+    tr.add_argument("--margin", type=float, default=0.0, help="widen boxes by this share of their side")
+    tr.add_argument("--blur", type=float, default=0.0, help="soft fall-off of box targets, in attention cells")
+    tr.add_argument("--init-weights", default=None, help="local state dict (torchvision ResNet or attnloop checkpoint)")
+    tr.add_argument("--init-from", default=None, help="run folder or model.pt to fine-tune")
+    tr.add_argument("--threads", type=int, default=None)
+    tr.set_defaults(func=cmd_train)
+
+    ex = sub.add_parser("export", help="export a run to ONNX and print the parity figure")
+    ex.add_argument("run", type=Path, help="run folder (with model.pt) or a model.pt")
+    ex.add_argument("--out", required=True, type=Path)
+    ex.set_defaults(func=cmd_export)
+
+    sub.add_parser("models", help="list the registered architectures").set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
+    demo.add_argument("--workdir", type=Path, default=None, help="default: $ATTNLOOP_HOME/demo")
+    demo.add_argument("--size", type=int, default=400)
+    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args, Settings.from_env())
+    except (ValueError, FileNotFoundError) as err:
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Annotation sets: the human input training reads, one JSON object per annotated image.
+
+``{"image": "<path as in the manifest>", "boxes": [[x0, y0, x1, y1], ...],
+"label": "<corrected class>" (optional), "attention_map": "<path to an edited map>" (optional)}``
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from attnloop.datasets.manifest import Record, _boxes
+
+
+@dataclass(frozen=True)
+class Annotation:
+    boxes: list[list[float]] = field(default_factory=list)
+    label: str | None = None
+    attention_map: str | None = None
+
+
+def read_annotations(path: str | Path) -> dict[str, Annotation]:
+    path = Path(path)
+    out: dict[str, Annotation] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        data = json.loads(line)
+        if "image" not in data:
+            raise ValueError(f"{where}: an annotation needs an 'image'")
+        annotation = Annotation(_boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"))
+        if not annotation.boxes and annotation.attention_map is None:
+            raise ValueError(f"{where}: an annotation needs boxes or an attention_map")
+        out[data["image"]] = annotation
+    return out
+
+
+def from_manifest_boxes(records: list[Record]) -> dict[str, Annotation]:
+    """Every record's ground-truth boxes as human input (the 'boxes on every image' experiment)."""
+    return {r.image: Annotation(list(r.boxes)) for r in records if r.boxes}

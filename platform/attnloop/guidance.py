@@ -1,0 +1,118 @@
+"""Human input → attention targets and the losses that pull the attention map toward them.
+
+Boxes (pixel coordinates ``[x0, y0, x1, y1]``, x1/y1 exclusive, several per image) become a soft
+mask at the attention map's resolution; a human-edited map is resized to it. Two losses, each
+applied only to the samples that carry human input (the rest get the plain ABN loss):
+
+* ``outside`` — mean attention outside the boxes (an irrelevant-region penalty);
+* ``match`` — mean squared difference between the map and the target (Mitsuhara et al. 2019).
+
+Attention supervision alone re-weights features the perception branch can still see, so it
+does not remove a shortcut; :func:`counterexamples` does: it keeps what lies inside the boxes
+and takes everything outside from another image, so the region outside stops predicting the
+label.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+Box = Sequence[float]
+
+
+def _coverage(lo: float, hi: float, cells: int) -> np.ndarray:
+    """Share of each unit cell 0..cells-1 covered by the interval [lo, hi)."""
+    edges = np.arange(cells, dtype=np.float32)
+    return np.clip(np.minimum(hi, edges + 1) - np.maximum(lo, edges), 0.0, 1.0)
+
+
+def box_mask(
+    boxes: Sequence[Box],
+    *,
+    image_size: tuple[int, int],
+    out_size: tuple[int, int],
+    margin: float = 0.0,
+    blur: float = 0.0,
+) -> np.ndarray:
+    """Boxes in an image of ``image_size`` (h, w) → mask of ``out_size`` in [0, 1].
+
+    A cell's value is the share of it the boxes cover (exact for any resolution). ``margin``
+    widens each box by that fraction of its width/height on every side; ``blur`` (in cells) adds
+    a Gaussian fall-off outside the boxes, for attention maps that are smoother than boxes.
+    """
+    (height, width), (out_h, out_w) = image_size, out_size
+    mask = np.zeros(out_size, np.float32)
+    for x0, y0, x1, y1 in boxes:
+        dx, dy = margin * (x1 - x0), margin * (y1 - y0)
+        x0, x1 = max(0.0, x0 - dx) * out_w / width, min(width, x1 + dx) * out_w / width
+        y0, y1 = max(0.0, y0 - dy) * out_h / height, min(height, y1 + dy) * out_h / height
+        mask = np.maximum(mask, np.outer(_coverage(y0, y1, out_h), _coverage(x0, x1, out_w)))
+    if blur > 0 and mask.any():
+        soft = cv2.GaussianBlur(mask, (0, 0), sigmaX=blur, borderType=cv2.BORDER_CONSTANT)
+        mask = np.maximum(mask, soft / soft.max())
+    return mask
+
+
+def map_target(edited: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """A human-edited attention map (H×W, uint8/uint16 or float in [0, 1]) at the map's resolution."""
+    edited = np.squeeze(edited)
+    if edited.ndim != 2:
+        raise ValueError(f"an edited attention map must be one channel, got shape {edited.shape}")
+    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(edited.dtype, 1.0)
+    target = edited.astype(np.float32) / scale
+    target = cv2.resize(target, (out_size[1], out_size[0]), interpolation=cv2.INTER_AREA)
+    return np.clip(target, 0.0, 1.0)
+
+
+def _per_sample_mean(values: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+    weight = guided.to(values.dtype)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def outside_box_loss(attention: torch.Tensor, target: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+    """Mean attention over the cells outside the target, averaged over guided samples."""
+    outside = 1.0 - target
+    per_sample = (attention[:, 0] * outside).sum(dim=(1, 2)) / outside.sum(dim=(1, 2)).clamp_min(1e-6)
+    return _per_sample_mean(per_sample, guided)
+
+
+def map_matching_loss(attention: torch.Tensor, target: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between attention and target, averaged over guided samples."""
+    return _per_sample_mean(((attention[:, 0] - target) ** 2).mean(dim=(1, 2)), guided)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "outside": outside_box_loss,
+    "match": map_matching_loss,
+}
+
+
+def guidance_loss(kind: str, attention: torch.Tensor, target: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+    try:
+        loss = LOSSES[kind]
+    except KeyError:
+        raise ValueError(f"unknown guidance loss {kind!r}; valid names: {', '.join(LOSSES)}") from None
+    if attention.shape[-2:] != target.shape[-2:]:
+        raise ValueError(f"attention is {tuple(attention.shape[-2:])} but targets are {tuple(target.shape[-2:])}")
+    return loss(attention, target, guided)
+
+
+def counterexamples(
+    images: torch.Tensor, inside: torch.Tensor, guided: torch.Tensor, *, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each guided image: inside its boxes the image, outside them the same region of another image.
+
+    ``inside`` is N×H×W (1 inside the boxes). Returns the counterexamples and the indices of the
+    guided images they came from (so labels and targets can follow).
+    """
+    index = torch.nonzero(guided, as_tuple=False).flatten()
+    if len(images) < 2 or index.numel() == 0:
+        return images[:0], index[:0]
+    shift = torch.randint(1, len(images), (index.numel(),), generator=generator)
+    donors = (index + shift) % len(images)
+    keep = (inside[index] > 0).unsqueeze(1)
+    return torch.where(keep, images[index], images[donors]), index

@@ -1,0 +1,153 @@
+"""Decode, validate and preprocess images: the one preprocessing used by training and serving.
+
+Everything here is numpy + OpenCV, never torch, so that the ONNX serving service can import it.
+Parameters (input size, channels, mean/std) always come from a :class:`~attnloop.card.ModelCard`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import cv2
+import numpy as np
+
+if TYPE_CHECKING:
+    from attnloop.card import ModelCard
+
+MAX_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 64 * 1024 * 1024
+
+REASONS = ("empty", "corrupt", "truncated", "unsupported_mode", "too_large")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with a machine-readable ``reason`` (one of ``REASONS``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}; expected one of {REASONS}")
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_bytes: int = MAX_BYTES
+    max_pixels: int = MAX_PIXELS
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """PNG must end with an IEND chunk and JPEG with an EOI marker; OpenCV happily decodes half a file."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return b"IEND" not in data[-16:]
+    if data.startswith(b"\xff\xd8"):
+        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
+    return False
+
+
+def decode(data: bytes, *, limits: Limits = Limits(), name: str = "image") -> np.ndarray:
+    """Decode image bytes to an H×W×C array (uint8 or uint16), RGB channel order for colour.
+
+    Multi-page TIFFs are read as one channel per page (microscopy stacks). Raises
+    :class:`ImageError` saying what was wrong, so callers can quarantine the file.
+    """
+    if not data:
+        raise ImageError("empty", f"{name} is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise ImageError("too_large", f"{name} is {len(data)} bytes; the limit is {limits.max_bytes}")
+    if _looks_truncated(data):
+        raise ImageError("truncated", f"{name} ends before its end marker; the file is truncated")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    stacked = False
+    if image is not None and data[:4] in (b"II*\x00", b"MM\x00*"):
+        ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED)
+        if ok and len(pages) > 1 and all(p.shape == pages[0].shape and p.ndim == 2 for p in pages):
+            image, stacked = np.stack(pages, axis=-1), True
+    if image is None:
+        raise ImageError("corrupt", f"{name} could not be decoded as PNG, JPEG, TIFF, BMP or WebP")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    height, width, channels = image.shape
+    if height * width > limits.max_pixels:
+        raise ImageError("too_large", f"{name} is {width}×{height} px; the limit is {limits.max_pixels} pixels")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise ImageError("unsupported_mode", f"{name} has {image.dtype} pixels; expected 8- or 16-bit")
+    if channels in (3, 4) and not stacked:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
+    return np.ascontiguousarray(image)
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """Scale uint8/uint16 pixels to float32 in [0, 1]; float input is taken as already scaled."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    return image.astype(np.float32)
+
+
+def match_channels(image: np.ndarray, channels: int, *, name: str = "image") -> np.ndarray:
+    """Bring an H×W×C float image to the model's channel count, or say why it cannot be done."""
+    have = image.shape[2]
+    if have == channels:
+        return image
+    if have == 1:
+        return np.repeat(image, channels, axis=2)
+    if have in (3, 4) and channels == 1:
+        return (image[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32))[:, :, None]
+    if have == 4 and channels == 3:
+        return image[:, :, :3]
+    raise ImageError(
+        "unsupported_mode",
+        f"{name} has {have} channels; the model expects {channels} (or gray to replicate)",
+    )
+
+
+def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize H×W×C float to (height, width): area averaging when shrinking, bilinear when growing."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return out if out.ndim == 3 else out[:, :, None]
+
+
+def preprocess(image: np.ndarray, card: "ModelCard", *, name: str = "image") -> np.ndarray:
+    """Decoded H×W×C image → normalized C×H×W float32 model input, as the card prescribes."""
+    x = match_channels(to_float(image), card.channels, name=name)
+    x = resize(x, card.input_size)
+    mean = np.asarray(card.mean, np.float32)
+    std = np.asarray(card.std, np.float32)
+    return np.ascontiguousarray(((x - mean) / std).transpose(2, 0, 1))
+
+
+def preprocess_bytes(data: bytes, card: "ModelCard", *, limits: Limits = Limits(), name: str = "image") -> np.ndarray:
+    return preprocess(decode(data, limits=limits, name=name), card, name=name)
+
+
+def preprocess_batch(images: Sequence[np.ndarray], card: "ModelCard") -> np.ndarray:
+    return np.stack([preprocess(im, card) for im in images]) if images else np.zeros(
+        (0, card.channels, *card.input_size), np.float32
+    )
+
+
+def scale_boxes(boxes: Sequence[Sequence[float]], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """Scale pixel boxes [x0, y0, x1, y1] (x1/y1 exclusive) from one image size to another."""
+    arr = np.asarray(boxes, np.float32).reshape(-1, 4)
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    return arr * np.array([sx, sy, sx, sy], np.float32)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode an H×W×C (RGB) or H×W uint8/uint16 array as PNG bytes."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} {image.dtype} array as PNG")
+    return buf.tobytes()

@@ -1,0 +1,319 @@
+"""Train or fine-tune an attention model, with box guidance on the samples people annotated.
+
+Loss = CE(perception logits) + CE(attention-branch logits) + λ · guidance, where guidance (see
+:mod:`attnloop.guidance`) is computed on the samples that carry human input only. Optional
+counterexamples (the region outside the boxes taken from another image) are appended to each
+batch for those samples. Seeded and deterministic on the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from attnloop import imaging
+from attnloop.card import ModelCard
+from attnloop.datasets import Annotation, Record, by_split, class_names, from_manifest_boxes, read_annotations, read_manifest
+from attnloop.evaluation import summarize
+from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, map_target
+from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+GUIDANCE = ("none", *LOSSES)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "abn_cifar"
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
+    guidance: str = "outside"  # none | outside | match
+    guidance_weight: float = 1.0  # λ
+    counterexamples: bool = False
+    margin: float = 0.0  # box widening, as a share of the box's side
+    blur: float = 0.0  # Gaussian fall-off of targets, in attention cells
+    init_weights: str | None = None  # local state dict (torchvision ResNet or attnloop)
+    init_from: str | None = None  # checkpoint to fine-tune
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.guidance not in GUIDANCE:
+            raise ValueError(f"unknown guidance {self.guidance!r}; valid names: {', '.join(GUIDANCE)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+
+
+@dataclass
+class ImageSet:
+    """A split decoded and preprocessed into memory, with its targets and evaluation masks."""
+
+    records: list[Record]
+    images: torch.Tensor  # N×C×H×W normalized
+    labels: torch.Tensor  # N (class index; an annotated correction replaces the manifest label)
+    targets: torch.Tensor  # N×h×w attention targets (zeros where not guided)
+    inside: torch.Tensor  # N×H×W 1 inside the boxes at input resolution (for counterexamples)
+    guided: torch.Tensor  # N bool
+    box_masks: np.ndarray  # N×h×w ground-truth box coverage (evaluation)
+    confounder_masks: np.ndarray  # N×h×w
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+
+    def tensors(self) -> TensorDataset:
+        return TensorDataset(self.images, self.labels, self.targets, self.inside, self.guided)
+
+
+def load_split(
+    records: Sequence[Record],
+    root: str | Path,
+    card: ModelCard,
+    *,
+    annotations: dict[str, Annotation] | None = None,
+    margin: float = 0.0,
+    blur: float = 0.0,
+    progress: bool = False,
+) -> ImageSet:
+    root, annotations = Path(root), annotations or {}
+    index = {name: i for i, name in enumerate(card.class_names)}
+    kept, images, labels, targets, inside, guided, boxes, confounders, bad = [], [], [], [], [], [], [], [], []
+    for record in tqdm(records, desc="loading", disable=not progress, leave=False):
+        try:
+            raw = imaging.decode((root / record.image).read_bytes(), name=record.image)
+            x = imaging.preprocess(raw, card, name=record.image)
+        except (imaging.ImageError, OSError) as err:
+            bad.append((record.image, getattr(err, "reason", "unreadable")))
+            log.warning("%s — left out", err)
+            continue
+        size = raw.shape[:2]
+        note = annotations.get(record.image)
+        label = note.label if note is not None and note.label else record.label
+        if label not in index:
+            raise ValueError(f"{record.image}: label {label!r} is not one of the model's classes {list(card.class_names)}")
+        target = np.zeros(card.attention_size, np.float32)
+        hit = np.zeros(card.input_size, np.float32)
+        if note is not None:
+            if note.attention_map is not None:
+                target = map_target(imaging.decode((root / note.attention_map).read_bytes()), card.attention_size)
+                hit = map_target(imaging.decode((root / note.attention_map).read_bytes()), card.input_size) > 0.5
+            if note.boxes:
+                target = np.maximum(target, box_mask(note.boxes, image_size=size, out_size=card.attention_size, margin=margin, blur=blur))
+                hit = np.maximum(hit, box_mask(note.boxes, image_size=size, out_size=card.input_size, margin=margin))
+        kept.append(record)
+        images.append(x)
+        labels.append(index[label])
+        targets.append(target)
+        inside.append(hit)
+        guided.append(note is not None)
+        boxes.append(box_mask(record.boxes, image_size=size, out_size=card.attention_size))
+        confounders.append(box_mask(record.confounder_boxes, image_size=size, out_size=card.attention_size))
+    h, w = card.attention_size
+    return ImageSet(
+        records=kept,
+        images=torch.from_numpy(np.stack(images)) if images else torch.zeros(0, card.channels, *card.input_size),
+        labels=torch.tensor(labels, dtype=torch.long),
+        targets=torch.from_numpy(np.stack(targets)) if targets else torch.zeros(0, h, w),
+        inside=torch.from_numpy(np.stack(inside).astype(np.float32)) if inside else torch.zeros(0, *card.input_size),
+        guided=torch.tensor(guided, dtype=torch.bool),
+        box_masks=np.stack(boxes) if boxes else np.zeros((0, h, w), np.float32),
+        confounder_masks=np.stack(confounders) if confounders else np.zeros((0, h, w), np.float32),
+        quarantined=bad,
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128) -> dict[str, np.ndarray]:
+    """Probabilities of both branches, attention maps and embeddings for a tensor of inputs."""
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {"probabilities": [], "attention_probabilities": [], "attention": [], "embedding": []}
+    for start in range(0, len(images), batch_size):
+        out = model(images[start : start + batch_size])
+        parts["probabilities"].append(F.softmax(out.logits, dim=1).numpy())
+        parts["attention_probabilities"].append(F.softmax(out.attention_logits, dim=1).numpy())
+        parts["attention"].append(out.attention[:, 0].numpy())
+        parts["embedding"].append(out.embedding.numpy())
+    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
+
+
+def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> dict:
+    """Metrics per split, as written to ``metrics.json``."""
+    splits = {}
+    for split, data in sets.items():
+        if len(data.labels) == 0:
+            continue
+        out = predict(model, data.images)
+        has_confounders = data.confounder_masks.any()
+        splits[split] = summarize(
+            out["probabilities"],
+            data.labels.numpy(),
+            card.class_names,
+            attention=out["attention"],
+            box_masks=data.box_masks,
+            confounder_masks=data.confounder_masks if has_confounders else None,
+        )
+        splits[split]["quarantined"] = [{"image": image, "reason": reason} for image, reason in data.quarantined]
+    return {"classes": list(card.class_names), "splits": splits}
+
+
+def _input_size(config: TrainConfig, records: Sequence[Record], root: Path) -> tuple[int, int]:
+    if config.input_size is not None:
+        return tuple(config.input_size)
+    if "cifar" not in config.arch:
+        return (224, 224)
+    first = imaging.decode((root / records[0].image).read_bytes(), name=records[0].image)
+    return tuple(int(min(128, max(32, s))) for s in first.shape[:2])
+
+
+def _channel_stats(records: Sequence[Record], root: Path, channels: int, size: tuple[int, int]) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of (up to 256) training images, the card's normalization."""
+    sample = [
+        imaging.resize(imaging.match_channels(imaging.to_float(imaging.decode((root / r.image).read_bytes())), channels), size)
+        for r in records[:256]
+    ]
+    pixels = np.concatenate([s.reshape(-1, channels) for s in sample])
+    return pixels.mean(axis=0).round(4).tolist(), np.maximum(pixels.std(axis=0), 1e-3).round(4).tolist()
+
+
+def _channels(records: Sequence[Record], root: Path) -> int:
+    return int(imaging.decode((root / records[0].image).read_bytes(), name=records[0].image).shape[2])
+
+
+def data_hash(root: str | Path, annotations_path: str | Path | None = None) -> str:
+    digest = hashlib.sha256((Path(root) / "manifest.jsonl").read_bytes())
+    if annotations_path is not None and Path(annotations_path).is_file():
+        digest.update(Path(annotations_path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    card: ModelCard
+    metrics: dict
+    history: list[dict]
+
+
+def train(
+    root: str | Path,
+    config: TrainConfig,
+    *,
+    annotations: dict[str, Annotation] | None = None,
+    records: Sequence[Record] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on the manifest's ``train`` split (or ``records``), evaluate on every split."""
+    root = Path(root)
+    records = list(records) if records is not None else read_manifest(root)
+    splits = by_split(records)
+    if not splits.get("train"):
+        raise ValueError(f"{root} has no 'train' images")
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        if config.init_from:
+            model, card, _ = load_checkpoint(config.init_from)
+            if list(card.class_names) != class_names(records):
+                raise ValueError(f"{config.init_from} knows classes {list(card.class_names)}; the data has {class_names(records)}")
+        else:
+            size = _input_size(config, splits["train"], root)
+            channels = _channels(splits["train"], root)
+            mean, std = _channel_stats(splits["train"], root, channels, size)
+            card = make_card(config.arch, class_names=class_names(records), input_size=size, channels=channels, mean=mean, std=std)
+            model = build_model(card)
+            if config.init_weights:
+                log.info("init weights from %s: %s", config.init_weights, load_init_weights(model, config.init_weights))
+        sets = {
+            name: load_split(
+                part, root, card, annotations=annotations if name == "train" else None,
+                margin=config.margin, blur=config.blur, progress=progress,
+            )
+            for name, part in splits.items()
+        }
+        history = fit(model, sets["train"], config, progress=progress)
+        metrics = evaluate(model, card, sets)
+        metrics["guided_images"] = int(sets["train"].guided.sum())
+        return TrainResult(model.eval(), card, metrics, history)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool = True) -> list[dict]:
+    """The training loop; returns one record of mean losses and accuracy per epoch."""
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(data.tensors(), batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=len(data.labels) > config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    history = []
+    bar = tqdm(total=steps, desc="training", disable=not progress, unit="batch")
+    for epoch in range(config.epochs):
+        model.train()
+        sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "correct": 0, "seen": 0}
+        for images, labels, targets, inside, guided in loader:
+            if config.counterexamples and guided.any():
+                extra, source = counterexamples(images, inside, guided, generator=generator)
+                images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
+                targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
+            out = model(images)
+            ce = F.cross_entropy(out.logits, labels)
+            attention_ce = F.cross_entropy(out.attention_logits, labels)
+            loss = ce + attention_ce
+            guide = torch.zeros(())
+            if config.guidance != "none" and guided.any():
+                guide = guidance_loss(config.guidance, out.attention, targets, guided)
+                loss = loss + config.guidance_weight * guide
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n = len(labels)
+            for key, value in (("loss", loss), ("ce", ce), ("attention_ce", attention_ce), ("guidance", guide)):
+                sums[key] += float(value.detach()) * n
+            sums["correct"] += int((out.logits.argmax(1) == labels).sum())
+            sums["seen"] += n
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}")
+        seen = max(1, sums.pop("seen"))
+        record = {"epoch": epoch + 1, "accuracy": sums.pop("correct") / seen, **{k: v / seen for k, v in sums.items()}}
+        history.append(record)
+    bar.close()
+    return history
+
+
+def save_run(out: str | Path, result: TrainResult, config: TrainConfig, *, data: str) -> Path:
+    """Write ``model.pt``, ``card.json`` and ``metrics.json`` into the run folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"config": asdict(config), "data_hash": data}
+    save_checkpoint(out / "model.pt", result.model, result.card, info)
+    result.card.save(out / "card.json")
+    metrics = {**result.metrics, "history": result.history, **info}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return out
+
+
+def resolve_annotations(root: str | Path, boxes: str | None) -> dict[str, Annotation] | None:
+    """``--boxes``: none, ``manifest`` (every training image's true boxes) or an annotation-set JSONL."""
+    if boxes in (None, "", "none"):
+        return None
+    if boxes == "manifest":
+        return from_manifest_boxes([r for r in read_manifest(root) if r.split == "train"])
+    return read_annotations(boxes)
