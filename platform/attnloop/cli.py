@@ -121,7 +121,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from attnloop.datasets import FAMILIES
-    from attnloop.training import GUIDANCE
+    from attnloop.training import COUNTEREXAMPLES, GUIDANCE
 
     parser = argparse.ArgumentParser(prog="attnloop", description="Correct image classifiers through their attention.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -147,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--boxes", default=None, help="human boxes: 'manifest' (every training image) or an annotation-set JSONL")
     tr.add_argument("--guidance", choices=GUIDANCE, default="outside")
     tr.add_argument("--lambda", dest="guidance_weight", type=float, default=1.0, help="guidance loss weight")
-    tr.add_argument("--counterexamples", action="store_true", help="add counterexamples with the region outside the boxes swapped")
+    tr.add_argument(
+        "--counterexamples",
+        choices=COUNTEREXAMPLES,
+        default="none",
+        help="counterexamples for boxed images (outside the boxes taken from another image): added to the batch, or in place of the image",
+    )
     tr.add_argument("--margin", type=float, default=0.0, help="widen boxes by this share of their side")
     tr.add_argument("--blur", type=float, default=0.0, help="soft fall-off of box targets, in attention cells")
     tr.add_argument("--init-weights", default=None, help="local state dict (torchvision ResNet or attnloop checkpoint)")
@@ -165,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
     demo.add_argument("--workdir", type=Path, default=None, help="default: $ATTNLOOP_HOME/demo")
     demo.add_argument("--size", type=int, default=400)
-    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--epochs", type=int, default=30)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser

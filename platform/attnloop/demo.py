@@ -30,12 +30,12 @@ def variants(epochs: int, seed: int) -> list[Variant]:
     return [
         Variant("unguided", cfg(guidance="none"), 0.0),
         Variant("outside-box penalty (λ=10)", cfg(guidance="outside", guidance_weight=10.0), 1.0),
-        Variant("outside-box + counterexamples", cfg(guidance="outside", counterexamples=True), 1.0),
-        Variant("outside-box + counterexamples", cfg(guidance="outside", counterexamples=True), 0.1),
+        Variant("map matching (λ=10) + counterex.", cfg(guidance="match", guidance_weight=10.0, counterexamples="append"), 1.0),
+        Variant("map matching (λ=10) + counterex.", cfg(guidance="match", guidance_weight=10.0, counterexamples="append"), 0.1),
     ]
 
 
-def run_demo(workdir: str | Path, *, size: int = 400, epochs: int = 15, seed: int = 0, progress: bool = True) -> list[dict]:
+def run_demo(workdir: str | Path, *, size: int = 400, epochs: int = 30, seed: int = 0, progress: bool = True) -> list[dict]:
     workdir = Path(workdir)
     data = workdir / "data"
     make_dataset("shortcut", data, seed=seed, size=size)

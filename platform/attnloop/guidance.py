@@ -5,7 +5,9 @@ mask at the attention map's resolution; a human-edited map is resized to it. Two
 applied only to the samples that carry human input (the rest get the plain ABN loss):
 
 * ``outside`` — mean attention outside the boxes (an irrelevant-region penalty);
-* ``match`` — mean squared difference between the map and the target (Mitsuhara et al. 2019).
+* ``match`` — mean squared difference between the map and the target (Mitsuhara et al. 2019);
+* ``share`` — the share of the attention mass outside the boxes (1 − attention-in-box), which
+  is blind to the sigmoid's floor that ``outside`` also pays for.
 
 Attention supervision alone re-weights features the perception branch can still see, so it
 does not remove a shortcut; :func:`counterexamples` does: it keeps what lies inside the boxes
@@ -80,6 +82,13 @@ def outside_box_loss(attention: torch.Tensor, target: torch.Tensor, guided: torc
     return _per_sample_mean(per_sample, guided)
 
 
+def outside_share_loss(attention: torch.Tensor, target: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
+    """Share of the attention mass that lies outside the target (1 − attention-in-box), over guided samples."""
+    mass = attention[:, 0]
+    per_sample = (mass * (1.0 - target)).sum(dim=(1, 2)) / mass.sum(dim=(1, 2)).clamp_min(1e-6)
+    return _per_sample_mean(per_sample, guided)
+
+
 def map_matching_loss(attention: torch.Tensor, target: torch.Tensor, guided: torch.Tensor) -> torch.Tensor:
     """Mean squared difference between attention and target, averaged over guided samples."""
     return _per_sample_mean(((attention[:, 0] - target) ** 2).mean(dim=(1, 2)), guided)
@@ -88,6 +97,7 @@ def map_matching_loss(attention: torch.Tensor, target: torch.Tensor, guided: tor
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "outside": outside_box_loss,
     "match": map_matching_loss,
+    "share": outside_share_loss,
 }
 
 

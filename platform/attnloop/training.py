@@ -3,7 +3,8 @@
 Loss = CE(perception logits) + CE(attention-branch logits) + λ · guidance, where guidance (see
 :mod:`attnloop.guidance`) is computed on the samples that carry human input only. Optional
 counterexamples (the region outside the boxes taken from another image) are appended to each
-batch for those samples. Seeded and deterministic on the CPU.
+batch for those samples (``append``) or take their place (``replace``). Seeded and
+deterministic on the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from attnloop.models import build_model, load_checkpoint, load_init_weights, mak
 log = logging.getLogger(__name__)
 
 GUIDANCE = ("none", *LOSSES)
+COUNTEREXAMPLES = ("none", "append", "replace")
 
 
 @dataclass
@@ -46,7 +48,7 @@ class TrainConfig:
     input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
-    counterexamples: bool = False
+    counterexamples: str = "none"  # none | append | replace
     margin: float = 0.0  # box widening, as a share of the box's side
     blur: float = 0.0  # Gaussian fall-off of targets, in attention cells
     init_weights: str | None = None  # local state dict (torchvision ResNet or attnloop)
@@ -56,6 +58,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.guidance not in GUIDANCE:
             raise ValueError(f"unknown guidance {self.guidance!r}; valid names: {', '.join(GUIDANCE)}")
+        if self.counterexamples not in COUNTEREXAMPLES:
+            raise ValueError(
+                f"unknown counterexample mode {self.counterexamples!r}; valid names: {', '.join(COUNTEREXAMPLES)}"
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
 
@@ -268,10 +274,14 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
         model.train()
         sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "correct": 0, "seen": 0}
         for images, labels, targets, inside, guided in loader:
-            if config.counterexamples and guided.any():
+            if config.counterexamples != "none" and guided.any():
                 extra, source = counterexamples(images, inside, guided, generator=generator)
-                images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
-                targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
+                if config.counterexamples == "replace":
+                    images = images.clone()
+                    images[source] = extra
+                else:
+                    images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
+                    targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
             out = model(images)
             ce = F.cross_entropy(out.logits, labels)
             attention_ce = F.cross_entropy(out.attention_logits, labels)

@@ -1,0 +1,33 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnloop.imaging import encode_png
+
+
+def write_tiny_manifest(root: Path, *, per_class: int = 6, size: int = 32, channels: int = 1, seed: int = 0) -> Path:
+    """A tiny two-class manifest: a bright square (class 'square') or a bright bar (class 'bar')."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class * 2):
+            label = ("square", "bar")[i % 2]
+            image = rng.integers(0, 60, size=(size, size, channels), dtype=np.uint8)
+            x0, y0 = (int(v) for v in rng.integers(2, size - 14, size=2))
+            w, h = (10, 10) if label == "square" else (12, 4)
+            image[y0 : y0 + h, x0 : x0 + w] = 220
+            rel = f"{split}/{i}.png"
+            (root / rel).write_bytes(encode_png(image))
+            lines.append(
+                {"image": rel, "split": split, "label": label, "boxes": [[x0, y0, x0 + w, y0 + h]], "confounder_boxes": []}
+            )
+    (root / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    return write_tiny_manifest(tmp_path / "data")

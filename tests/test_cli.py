@@ -1,0 +1,67 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnloop.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_data_make_writes_the_manifest_contract(tmp_path, capsys):
+    assert main(["data", "make", "shortcut", "--out", str(tmp_path / "d"), "--seed", "1", "--size", "8"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "d" / "manifest.jsonl").read_text().splitlines()]
+    assert {line["split"] for line in lines} == {"train", "val", "test", "stream"}
+    for line in lines:
+        assert set(line) == {"image", "split", "label", "boxes", "confounder_boxes"}
+        assert (tmp_path / "d" / line["image"]).is_file()
+        x0, y0, x1, y1 = line["boxes"][0]
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+    assert (tmp_path / "d" / "README.md").is_file()
+    assert "shortcut: 20 images" in capsys.readouterr().out
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    for name in ("a", "b"):
+        main(["data", "make", "shortcut", "--out", str(tmp_path / name), "--size", "8"])
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+
+
+def test_train_then_export_prints_parity(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--boxes", "manifest", "--counterexamples", "append"]) == 0
+    assert {"model.pt", "card.json", "metrics.json"} <= {p.name for p in run.iterdir()}
+    assert main(["export", str(run), "--out", str(tmp_path / "model.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "parity max |Δ|: logits" in out
+    worst = max(float(part.split()[-1]) for part in out.split("parity max |Δ|: ")[1].splitlines()[0].split(", "))
+    assert worst <= 1e-4
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no manifest.jsonl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "make", "imagenet", "--out", str(tmp_path)])
+
+
+def test_console_script_runs():
+    out = subprocess.run([str(Path(sys.executable).parent / "attnloop"), "models"], capture_output=True, text=True, check=True)
+    assert "abn_resnet50" in out.stdout and "msabn_cifar" in out.stdout
+
+
+def test_stdlib_platform_is_not_shadowed_from_the_repo_root():
+    code = "import platform, uuid; print(platform.system())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Linux"
+
+
+def test_serving_side_modules_do_not_import_torch():
+    code = "import sys, attnloop.runtime, attnloop.imaging, attnloop.card; assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={**os.environ})
+    assert out.returncode == 0, out.stderr

@@ -1,0 +1,83 @@
+import cv2
+import numpy as np
+import pytest
+
+from attnloop import imaging
+from attnloop.card import ModelCard
+from attnloop.imaging import ImageError, Limits
+
+
+def card(channels=3, size=(16, 16)):
+    return ModelCard("abn_cifar", ("a", "b"), size, channels, (0.5,) * channels, (0.25,) * channels, (8, 8))
+
+
+def png(array):
+    ok, buf = cv2.imencode(".png", array)
+    assert ok
+    return buf.tobytes()
+
+
+def test_decode_gray_rgb_and_16bit():
+    gray = np.full((5, 7), 9, np.uint8)
+    assert imaging.decode(png(gray)).shape == (5, 7, 1)
+    bgr = np.zeros((4, 4, 3), np.uint8)
+    bgr[..., 2] = 200  # red in OpenCV's BGR order
+    rgb = imaging.decode(png(bgr))
+    assert rgb[0, 0].tolist() == [200, 0, 0]
+    deep = np.full((3, 3), 40000, np.uint16)
+    decoded = imaging.decode(png(deep))
+    assert decoded.dtype == np.uint16 and decoded[0, 0, 0] == 40000
+
+
+def test_multipage_tiff_becomes_channels():
+    pages = [np.full((6, 6), v, np.uint16) for v in (100, 2000, 30000)]
+    ok, buf = cv2.imencodemulti(".tiff", pages)
+    assert ok
+    image = imaging.decode(buf.tobytes())
+    assert image.shape == (6, 6, 3)
+    assert image[0, 0].tolist() == [100, 2000, 30000]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"definitely not an image", "corrupt"),
+        (png(np.zeros((8, 8), np.uint8))[:-20], "truncated"),
+    ],
+)
+def test_bad_bytes_say_why(data, reason):
+    with pytest.raises(ImageError) as err:
+        imaging.decode(data, name="frames/l2/x.png")
+    assert err.value.reason == reason
+    assert "frames/l2/x.png" in str(err.value)
+
+
+def test_limits():
+    data = png(np.zeros((20, 20), np.uint8))
+    with pytest.raises(ImageError, match="bytes") as err:
+        imaging.decode(data, limits=Limits(max_bytes=10))
+    assert err.value.reason == "too_large"
+    with pytest.raises(ImageError, match="pixels"):
+        imaging.decode(data, limits=Limits(max_pixels=100))
+
+
+def test_preprocess_normalizes_resizes_and_matches_channels():
+    image = np.full((32, 24, 1), 255, np.uint8)
+    x = imaging.preprocess(image, card(channels=3))
+    assert x.shape == (3, 16, 16) and x.dtype == np.float32
+    np.testing.assert_allclose(x, (1.0 - 0.5) / 0.25)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    assert imaging.preprocess(rgba, card(channels=3)).shape == (3, 16, 16)
+    assert imaging.preprocess(np.zeros((8, 8, 3), np.uint16), card(channels=1)).shape == (1, 16, 16)
+
+
+def test_channel_mismatch_is_an_image_error():
+    with pytest.raises(ImageError, match="5 channels; the model expects 3") as err:
+        imaging.preprocess(np.zeros((8, 8, 5), np.uint8), card(channels=3))
+    assert err.value.reason == "unsupported_mode"
+
+
+def test_scale_boxes():
+    boxes = imaging.scale_boxes([[10, 20, 30, 40]], (100, 200), (50, 50))
+    np.testing.assert_allclose(boxes, [[2.5, 10, 7.5, 20]])
