@@ -104,3 +104,22 @@ def test_guided_training_removes_the_shortcut(tmp_path):
     assert guided["accuracy"] >= unguided["accuracy"] + 0.25
     assert guided["wrong_reason"] <= 0.85 * unguided["wrong_reason"]
     assert guided["attention_in_box"] >= 2 * unguided["attention_in_box"]
+
+
+def test_an_edited_attention_map_becomes_the_target(tiny_data):
+    import numpy as np
+
+    from attnloop.imaging import encode_png
+    from attnloop.models import make_card
+    from attnloop.training import load_split
+
+    first = next(r for r in read_manifest(tiny_data) if r.split == "train")
+    edited = np.zeros((32, 32), np.uint8)
+    edited[:16, 16:] = 255  # the person marks the top-right quarter
+    (tiny_data / "edited.png").write_bytes(encode_png(edited))
+    card = make_card("abn_cifar", class_names=["bar", "square"], input_size=(32, 32), channels=1)
+    data = load_split([first], tiny_data, card, annotations={first.image: Annotation(attention_map="edited.png")})
+    target = data.targets[0]
+    assert target.shape == card.attention_size
+    assert float(target[:8, 8:].min()) == 1.0 and float(target.sum()) == 64.0
+    assert float(data.inside[0, :16, 16:].min()) == 1.0 and float(data.inside[0].sum()) == 256.0

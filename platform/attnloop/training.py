@@ -114,8 +114,9 @@ def load_split(
         hit = np.zeros(card.input_size, np.float32)
         if note is not None:
             if note.attention_map is not None:
-                target = map_target(imaging.decode((root / note.attention_map).read_bytes()), card.attention_size)
-                hit = map_target(imaging.decode((root / note.attention_map).read_bytes()), card.input_size) > 0.5
+                edited = imaging.decode((root / note.attention_map).read_bytes(), name=note.attention_map)
+                target = map_target(edited, card.attention_size)
+                hit = (map_target(edited, card.input_size) > 0.5).astype(np.float32)
             if note.boxes:
                 target = np.maximum(target, box_mask(note.boxes, image_size=size, out_size=card.attention_size, margin=margin, blur=blur))
                 hit = np.maximum(hit, box_mask(note.boxes, image_size=size, out_size=card.input_size, margin=margin))
