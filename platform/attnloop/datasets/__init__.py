@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
+from attnloop.datasets import decoy_digits, shortcut
+from attnloop.datasets._family import Family, Sample, generate
 from attnloop.datasets.annotations import Annotation, from_manifest_boxes, read_annotations
 from attnloop.datasets.manifest import SPLITS, Record, by_split, class_names, read_manifest, write_manifest
-from attnloop.datasets.shortcut import make_shortcut
 
-FAMILIES: dict[str, Callable[..., list[Record]]] = {"shortcut": make_shortcut}
+FAMILIES: dict[str, Family] = {f.name: f for f in (shortcut.FAMILY, decoy_digits.FAMILY)}
 
 
-def make_dataset(family: str, out: str | Path, *, seed: int = 0, size: int | None = None) -> list[Record]:
+def make_dataset(
+    family: str, out: str | Path, *, seed: int = 0, size: int | None = None, shortcut_rate: float = 1.0
+) -> list[Record]:
+    """Generate a family into ``out``: images, ``manifest.jsonl``, ``README.md`` and ``grid.png``."""
     try:
-        maker = FAMILIES[family]
+        spec = FAMILIES[family]
     except KeyError:
         raise ValueError(f"unknown dataset family {family!r}; valid names: {', '.join(FAMILIES)}") from None
-    return maker(out, seed=seed, **({"size": size} if size is not None else {}))
+    return generate(spec, out, seed=seed, size=size, shortcut_rate=shortcut_rate)
 
 
 __all__ = [
     "FAMILIES",
     "SPLITS",
     "Annotation",
+    "Family",
     "Record",
+    "Sample",
     "by_split",
     "class_names",
     "from_manifest_boxes",
+    "generate",
     "make_dataset",
     "read_annotations",
     "read_manifest",
