@@ -37,6 +37,24 @@ def cmd_data_make(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_data_import(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.datasets import write_manifest
+    from attnloop.datasets.folders import import_folder
+
+    result = import_folder(args.root, boxes=args.boxes, val=args.val, test=args.test, seed=args.seed)
+    path = write_manifest(args.root, result.records)
+    counts: dict[str, int] = {}
+    for r in result.records:
+        counts[r.split] = counts.get(r.split, 0) + 1
+    boxed = sum(bool(r.boxes) for r in result.records)
+    print(f"wrote {path}: {len(result.records)} images ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {boxed} with boxes")
+    if result.problems:
+        print(f"left out {len(result.problems)}:")
+        for problem in result.problems:
+            print(f"  {problem.reason:16} {problem.message}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.training import TrainConfig, data_hash, resolve_annotations, save_run, train
 
@@ -134,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--size", type=int, default=None, help="number of training images")
     make.set_defaults(func=cmd_data_make)
+    imp = data.add_parser("import", help="write a manifest for a class-subfolder tree (ROOT/<class>/… or ROOT/<split>/<class>/…)")
+    imp.add_argument("root", type=Path)
+    imp.add_argument("--boxes", type=Path, default=None, help="a Label Studio JSON export or a COCO file")
+    imp.add_argument("--val", type=float, default=0.1, help="share for val when there are no split folders")
+    imp.add_argument("--test", type=float, default=0.2, help="share for test when there are no split folders")
+    imp.add_argument("--seed", type=int, default=0)
+    imp.set_defaults(func=cmd_data_import)
 
     tr = sub.add_parser("train", help="train or fine-tune an attention model")
     tr.add_argument("--data", required=True, type=Path, help="folder with manifest.jsonl")
