@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnloop.datasets import decoy_digits, shortcut
+from attnloop.datasets import decoy_digits, mill, moa, scenes, shortcut
 from attnloop.datasets._family import Family, Sample, generate
 from attnloop.datasets.annotations import Annotation, from_manifest_boxes, read_annotations
 from attnloop.datasets.manifest import SPLITS, Record, by_split, class_names, read_manifest, write_manifest
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (shortcut.FAMILY, decoy_digits.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (shortcut.FAMILY, decoy_digits.FAMILY, scenes.FAMILY, moa.FAMILY, mill.FAMILY)}
 
 
 def make_dataset(

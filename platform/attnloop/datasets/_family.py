@@ -129,8 +129,8 @@ def example_grid(samples: list[tuple[str, Sample]], *, columns: int = 4, cell: i
     by_class: dict[str, list[Sample]] = {}
     for name, sample in samples:
         by_class.setdefault(name, []).append(sample)
-    label_h = 16
-    grid = np.full((len(by_class) * (cell + label_h), columns * cell, 3), 255, np.uint8)
+    label_h, gap = 16, 3
+    grid = np.full((len(by_class) * (cell + label_h), columns * (cell + gap) - gap, 3), 255, np.uint8)
     for row, (name, items) in enumerate(by_class.items()):
         top = row * (cell + label_h)
         cv2.putText(grid, name, (4, top + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
@@ -141,5 +141,6 @@ def example_grid(samples: list[tuple[str, Sample]], *, columns: int = 4, cell: i
             for boxes, colour in ((sample.confounder_boxes, (255, 0, 0)), (sample.boxes, (0, 200, 0))):
                 for x0, y0, x1, y1 in boxes:
                     cv2.rectangle(tile, (int(x0 * sx), int(y0 * sy)), (int(x1 * sx) - 1, int(y1 * sy) - 1), colour, 1)
-            grid[top + label_h : top + label_h + cell, col * cell : (col + 1) * cell] = tile
+            left = col * (cell + gap)
+            grid[top + label_h : top + label_h + cell, left : left + cell] = tile
     return grid

@@ -70,11 +70,11 @@ def _defect(rng: np.random.Generator, name: str) -> np.ndarray:
         return cv2.GaussianBlur(delta.astype(np.float32), (0, 0), 0.5)
     if name == "dirt":  # a dark, irregular, soft-edged blob of a few overlapping specks
         mask = np.zeros((PATCH, PATCH), np.float32)
-        for _ in range(int(rng.integers(3, 6))):
-            dx, dy = rng.normal(0, 1.6, size=2)
+        for _ in range(int(rng.integers(4, 7))):
+            dx, dy = rng.normal(0, 1.8, size=2)
             axes = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
             cv2.ellipse(mask, (int(c + dx), int(c + dy)), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-        return -rng.uniform(55, 80) * cv2.GaussianBlur(mask, (0, 0), 0.7)
+        return -rng.uniform(65, 90) * cv2.GaussianBlur(mask, (0, 0), 0.7)
     if name == "wrinkle":  # a curved ridge: lit on one flank, shaded on the other
         half, bend, turn = rng.uniform(7, 12), rng.uniform(-5, 5), rng.uniform(0, np.pi)
         t = np.linspace(-1, 1, 24)
