@@ -123,6 +123,29 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop import bench
+
+    profile = bench.PROFILES[args.profile]
+    strategies = tuple(args.strategies.split(",")) if args.strategies else profile.strategies
+    budgets = bench.parse_budgets(args.budgets) if args.budgets else profile.budgets
+    rows = bench.run(
+        args.data,
+        strategies=strategies,
+        budgets=budgets,
+        seeds=args.seeds or profile.seeds,
+        initial_epochs=args.initial_epochs or profile.initial_epochs,
+        retrain_epochs=args.retrain_epochs or profile.retrain_epochs,
+        arch=args.arch,
+    )
+    command = "attnloop " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("attnloop") else "attnloop bench strategies"
+    summary = bench.write(args.out, rows, command=command)
+    for strategy, s in summary["strategies"].items():
+        print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
+    print(f"wrote {args.out}/results.json, report.md, curves.png")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.models import list_models
 
@@ -191,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_export)
 
     sub.add_parser("models", help="list the registered architectures").set_defaults(func=cmd_models)
+
+    bench_cmd = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    st = bench_cmd.add_parser("strategies", help="compare selection strategies under a simulated annotator")
+    st.add_argument("--data", required=True, type=Path, help="dataset folder with manifest.jsonl")
+    st.add_argument("--out", required=True, type=Path)
+    st.add_argument("--profile", choices=("quick", "full"), default="quick")
+    st.add_argument("--budgets", default=None, help="comma-separated, e.g. 0,10,25,all (default: the profile's)")
+    st.add_argument("--seeds", type=int, default=None)
+    st.add_argument("--strategies", default=None, help="comma-separated names (default: the profile's)")
+    st.add_argument("--initial-epochs", type=int, default=None)
+    st.add_argument("--retrain-epochs", type=int, default=None)
+    st.add_argument("--arch", default="abn_cifar")
+    st.set_defaults(func=cmd_bench_strategies)
 
     demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
     demo.add_argument("--workdir", type=Path, default=None, help="default: $ATTNLOOP_HOME/demo")

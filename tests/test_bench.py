@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from attnloop.bench import ALL, parse_budgets, summarize
+from attnloop.cli import main
+from attnloop.datasets import make_dataset
+
+
+@pytest.mark.slow
+def test_quick_strategy_benchmark_schema_and_gain(tmp_path):
+    data = tmp_path / "data"
+    make_dataset("shortcut", data, seed=0, size=120)
+    out = tmp_path / "bench"
+    assert main(["bench", "strategies", "--data", str(data), "--out", str(out), "--profile", "quick", "--strategies", "random,hybrid"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert {tuple(sorted(r)) for r in rows} == {("accuracy", "attention_in_box", "budget", "seed", "strategy", "wrong_reason")}
+    assert {r["strategy"] for r in rows} == {"random", "hybrid"} and {r["budget"] for r in rows} == {0, 10, ALL}
+    zero = [r["accuracy"] for r in rows if r["budget"] == 0]
+    everything = [r["accuracy"] for r in rows if r["budget"] == ALL]
+    assert min(everything) > max(zero) + 0.05  # the largest budget beats budget 0
+    report = (out / "report.md").read_text()
+    assert "| random |" in report and "90 % gain" in report
+    assert (out / "curves.png").stat().st_size > 1000
+
+
+def test_summary_finds_the_budget_that_reaches_90_percent_of_the_gain():
+    rows = [
+        {"strategy": s, "budget": b, "seed": 0, "accuracy": a, "attention_in_box": None, "wrong_reason": None}
+        for s, curve in {"good": [0.3, 0.7, 0.8, 0.8], "bad": [0.3, 0.35, 0.5, 0.8]}.items()
+        for b, a in zip([0, 10, 20, ALL], curve)
+    ]
+    summary = summarize(rows)
+    assert summary["baseline"] == 0.3 and summary["ceiling"] == 0.8
+    assert summary["strategies"]["good"]["budget_for_90pct_gain"] == 20
+    assert summary["strategies"]["bad"]["budget_for_90pct_gain"] is None
+    assert summary["strategies"]["good"]["auc"] > summary["strategies"]["bad"]["auc"]
+
+
+def test_budgets_parse_or_say_why():
+    assert parse_budgets("0, 10,all") == (0, 10, ALL)
+    with pytest.raises(ValueError, match="'-5'"):
+        parse_budgets("0,-5")
