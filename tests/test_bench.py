@@ -41,3 +41,23 @@ def test_budgets_parse_or_say_why():
     assert parse_budgets("0, 10,all") == (0, 10, ALL)
     with pytest.raises(ValueError, match="'-5'"):
         parse_budgets("0,-5")
+
+
+def test_retraining_without_replay_uses_only_the_boxed_images(tiny_data, monkeypatch):
+    import attnloop.bench as bench
+
+    calls = []
+    real_train = bench.train
+
+    def recording_train(root, config, **kwargs):
+        calls.append((config, kwargs.get("records"), kwargs.get("annotations")))
+        return real_train(root, config, **kwargs)
+
+    monkeypatch.setattr(bench, "train", recording_train)
+    rows = bench.run(tiny_data, strategies=("random",), budgets=(4,), seeds=1, initial_epochs=1, retrain_epochs=1, finetune=False, replay=False, progress=False)
+    assert len(rows) == 1 and rows[0]["budget"] == 4
+    initial, retrain = calls
+    assert initial[0].guidance == "none" and initial[0].init_from is None
+    config, records, annotations = retrain
+    assert config.init_from is None  # from scratch
+    assert sorted(r.image for r in records if r.split == "train") == sorted(annotations) and len(annotations) == 4

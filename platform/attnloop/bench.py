@@ -86,8 +86,17 @@ def run(
     initial_epochs: int,
     retrain_epochs: int,
     arch: str = "abn_cifar",
+    finetune: bool = True,
+    replay: bool = True,
+    retrain_options: dict | None = None,
     progress: bool = True,
 ) -> list[dict]:
+    """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason}``.
+
+    Retraining fine-tunes the initial model (``finetune``) or starts from scratch, on the whole
+    labeled training set with the new boxes (``replay``) or on the boxed images alone, with
+    ``retrain_options`` (guidance loss, λ, counterexamples; default :data:`RETRAIN`).
+    """
     root = Path(root)
     records = read_manifest(root)
     splits = by_split(records)
@@ -104,13 +113,16 @@ def run(
                 context.confusion = confusion_matrix(val.labels, val.probabilities.argmax(axis=1), initial.card.num_classes)
             context.seed = seed
             truth = {r.image: r for r in train_records}
-            retrain = TrainConfig(arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir), **RETRAIN)
+            retrain = TrainConfig(
+                arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, **(retrain_options or RETRAIN)
+            )
 
             def evaluate_with(chosen: Sequence[str]) -> dict:
                 annotations = {i: Annotation(list(truth[i].boxes), label=truth[i].label) for i in chosen if truth[i].boxes}
                 if not annotations:
                     return initial.metrics["splits"]["test"]
-                return train(root, retrain, annotations=annotations, records=records, progress=False).metrics["splits"]["test"]
+                used = records if replay else [r for r in records if r.split != "train" or r.image in annotations]
+                return train(root, retrain, annotations=annotations, records=used, progress=False).metrics["splits"]["test"]
 
             fixed = {0: initial.metrics["splits"]["test"]} if 0 in budgets else {}
             if ALL in budgets:

@@ -137,8 +137,25 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         initial_epochs=args.initial_epochs or profile.initial_epochs,
         retrain_epochs=args.retrain_epochs or profile.retrain_epochs,
         arch=args.arch,
+        finetune=args.retrain == "finetune",
+        replay=not args.no_replay,
+        retrain_options=dict(guidance=args.guidance, guidance_weight=args.guidance_weight, counterexamples=args.counterexamples),
     )
-    command = "attnloop " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("attnloop") else "attnloop bench strategies"
+    options = {
+        "--arch": args.arch if args.arch != "abn_cifar" else None,
+        "--retrain": args.retrain if args.retrain != "finetune" else None,
+        "--guidance": args.guidance,
+        "--lambda": args.guidance_weight,
+        "--counterexamples": args.counterexamples,
+        "--budgets": args.budgets,
+        "--seeds": args.seeds,
+        "--strategies": args.strategies,
+        "--initial-epochs": args.initial_epochs,
+        "--retrain-epochs": args.retrain_epochs,
+    }
+    command = f"attnloop bench strategies --data {args.data} --out {args.out} --profile {args.profile}" + "".join(
+        f" {flag} {value}" for flag, value in options.items() if value is not None
+    ) + (" --no-replay" if args.no_replay else "")
     summary = bench.write(args.out, rows, command=command)
     for strategy, s in summary["strategies"].items():
         print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
@@ -226,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--initial-epochs", type=int, default=None)
     st.add_argument("--retrain-epochs", type=int, default=None)
     st.add_argument("--arch", default="abn_cifar")
+    st.add_argument("--retrain", choices=("finetune", "scratch"), default="finetune", help="fine-tune the initial model or train anew")
+    st.add_argument("--no-replay", action="store_true", help="retrain on the boxed images alone, not the whole labeled set")
+    st.add_argument("--guidance", choices=GUIDANCE, default="match")
+    st.add_argument("--lambda", dest="guidance_weight", type=float, default=10.0)
+    st.add_argument("--counterexamples", choices=COUNTEREXAMPLES, default="append")
     st.set_defaults(func=cmd_bench_strategies)
 
     demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
