@@ -24,6 +24,11 @@ def test_data_make_writes_the_manifest_contract(tmp_path, capsys):
     assert "shortcut: 20 images" in capsys.readouterr().out
 
 
+def test_data_make_subgroup_variant(tmp_path):
+    assert main(["data", "make", "mill", "--out", str(tmp_path / "m"), "--size", "12", "--shortcut-rate", "0.25"]) == 0
+    assert "holds on 25% of train/val images" in (tmp_path / "m" / "README.md").read_text()
+
+
 def test_same_seed_gives_byte_identical_files(tmp_path):
     for name in ("a", "b"):
         main(["data", "make", "shortcut", "--out", str(tmp_path / name), "--size", "8"])

@@ -29,7 +29,7 @@ def _size(text: str) -> tuple[int, int]:
 def cmd_data_make(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.datasets import make_dataset
 
-    records = make_dataset(args.family, args.out, seed=args.seed, size=args.size)
+    records = make_dataset(args.family, args.out, seed=args.seed, size=args.size, shortcut_rate=args.shortcut_rate)
     counts: dict[str, int] = {}
     for r in records:
         counts[r.split] = counts.get(r.split, 0) + 1
@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", required=True, type=Path)
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--size", type=int, default=None, help="number of training images")
+    make.add_argument(
+        "--shortcut-rate", type=float, default=1.0,
+        help="share of train/val images on which the confounder follows the class (below 1: the subgroup variant)",
+    )
     make.set_defaults(func=cmd_data_make)
     imp = data.add_parser("import", help="write a manifest for a class-subfolder tree (ROOT/<class>/… or ROOT/<split>/<class>/…)")
     imp.add_argument("root", type=Path)
