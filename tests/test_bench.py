@@ -61,3 +61,23 @@ def test_retraining_without_replay_uses_only_the_boxed_images(tiny_data, monkeyp
     config, records, annotations = retrain
     assert config.init_from is None  # from scratch
     assert sorted(r.image for r in records if r.split == "train") == sorted(annotations) and len(annotations) == 4
+
+
+def test_iterative_mode_spends_the_budget_in_rounds(tiny_data, monkeypatch):
+    import attnloop.bench as bench
+
+    annotated = []
+    real_train = bench.train
+
+    def recording_train(root, config, **kwargs):
+        if kwargs.get("annotations"):
+            annotated.append(set(kwargs["annotations"]))
+        return real_train(root, config, **kwargs)
+
+    monkeypatch.setattr(bench, "train", recording_train)
+    rows = bench.run(tiny_data, strategies=("entropy",), budgets=(5,), seeds=1, initial_epochs=1, retrain_epochs=1, rounds=2, progress=False)
+    assert len(rows) == 1
+    first, second = annotated  # two retrainings: 3 boxed images, then those 3 and 2 more
+    assert len(first) == 3 and len(second) == 5 and first < second
+    with pytest.raises(ValueError, match="rounds"):
+        bench.run(tiny_data, strategies=("random",), budgets=(2,), seeds=1, initial_epochs=1, retrain_epochs=1, rounds=0)

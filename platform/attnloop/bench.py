@@ -89,14 +89,19 @@ def run(
     finetune: bool = True,
     replay: bool = True,
     retrain_options: dict | None = None,
+    rounds: int = 1,
     progress: bool = True,
 ) -> list[dict]:
     """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason}``.
 
     Retraining fine-tunes the initial model (``finetune``) or starts from scratch, on the whole
     labeled training set with the new boxes (``replay``) or on the boxed images alone, with
-    ``retrain_options`` (guidance loss, λ, counterexamples; default :data:`RETRAIN`).
+    ``retrain_options`` (guidance loss, λ, counterexamples; default :data:`RETRAIN`). With
+    ``rounds`` > 1 a budget is spent in that many rounds, each scoring the pool with the model
+    retrained in the round before (the iterative mode).
     """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
     root = Path(root)
     records = read_manifest(root)
     splits = by_split(records)
@@ -117,22 +122,35 @@ def run(
                 arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, **(retrain_options or RETRAIN)
             )
 
-            def evaluate_with(chosen: Sequence[str]) -> dict:
+            def retrain_with(chosen: Sequence[str]):
                 annotations = {i: Annotation(list(truth[i].boxes), label=truth[i].label) for i in chosen if truth[i].boxes}
                 if not annotations:
-                    return initial.metrics["splits"]["test"]
+                    return initial
                 used = records if replay else [r for r in records if r.split != "train" or r.image in annotations]
-                return train(root, retrain, annotations=annotations, records=used, progress=False).metrics["splits"]["test"]
+                return train(root, retrain, annotations=annotations, records=used, progress=False)
+
+            def select_and_retrain(strategy: str, budget: int) -> dict:
+                """``rounds`` × (score with the latest model → select → annotate → retrain from the initial one)."""
+                chosen: list[str] = []
+                latest, scored = initial, pool
+                for step in (len(part) for part in np.array_split(np.arange(budget), rounds)):
+                    if step == 0:
+                        continue
+                    if latest is not initial:
+                        scored = _pool(latest.model, latest.card, root, train_records)[0]
+                    chosen += rank(strategy, scored, step, context=replace(context, exclude=set(chosen)))
+                    latest = retrain_with(chosen)
+                return latest.metrics["splits"]["test"]
 
             fixed = {0: initial.metrics["splits"]["test"]} if 0 in budgets else {}
             if ALL in budgets:
-                fixed[ALL] = evaluate_with(list(truth))
+                fixed[ALL] = retrain_with(list(truth)).metrics["splits"]["test"]
             for budget in budgets:
                 for strategy in strategies:
                     if budget in fixed:
                         test = fixed[budget]
                     else:
-                        test = evaluate_with(rank(strategy, pool, int(budget), context=replace(context)))
+                        test = select_and_retrain(strategy, int(budget))
                     rows.append(
                         {
                             "strategy": strategy,

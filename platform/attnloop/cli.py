@@ -140,6 +140,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         finetune=args.retrain == "finetune",
         replay=not args.no_replay,
         retrain_options=dict(guidance=args.guidance, guidance_weight=args.guidance_weight, counterexamples=args.counterexamples),
+        rounds=args.rounds,
     )
     options = {
         "--arch": args.arch if args.arch != "abn_cifar" else None,
@@ -152,6 +153,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         "--strategies": args.strategies,
         "--initial-epochs": args.initial_epochs,
         "--retrain-epochs": args.retrain_epochs,
+        "--rounds": args.rounds if args.rounds != 1 else None,
     }
     command = f"attnloop bench strategies --data {args.data} --out {args.out} --profile {args.profile}" + "".join(
         f" {flag} {value}" for flag, value in options.items() if value is not None
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--arch", default="abn_cifar")
     st.add_argument("--retrain", choices=("finetune", "scratch"), default="finetune", help="fine-tune the initial model or train anew")
     st.add_argument("--no-replay", action="store_true", help="retrain on the boxed images alone, not the whole labeled set")
+    st.add_argument("--rounds", type=int, default=1, help="spend each budget in this many score → select → annotate → retrain rounds")
     st.add_argument("--guidance", choices=GUIDANCE, default="match")
     st.add_argument("--lambda", dest="guidance_weight", type=float, default=10.0)
     st.add_argument("--counterexamples", choices=COUNTEREXAMPLES, default="append")
