@@ -81,3 +81,22 @@ def test_iterative_mode_spends_the_budget_in_rounds(tiny_data, monkeypatch):
     assert len(first) == 3 and len(second) == 5 and first < second
     with pytest.raises(ValueError, match="rounds"):
         bench.run(tiny_data, strategies=("random",), budgets=(2,), seeds=1, initial_epochs=1, retrain_epochs=1, rounds=0)
+
+
+def test_benchmark_is_logged_to_mlflow_when_a_tracking_uri_is_set(tiny_data, tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts under ./mlruns
+    out = tmp_path / "bench"
+    args = ["bench", "strategies", "--data", str(tiny_data), "--out", str(out), "--strategies", "random",
+            "--budgets", "0,2,4", "--seeds", "1", "--initial-epochs", "1", "--retrain-epochs", "1"]
+    assert main(args) == 0
+    assert "logged to MLflow" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("attnloop-bench-strategies")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.params["strategies"] == "random" and run.data.params["budgets"] == "0,2,4"
+    assert "auc.random" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.json", "report.md", "curves.png"}

@@ -38,7 +38,10 @@ class Profile:
 PROFILES = {
     "quick": Profile(("random", "least_confidence", "hybrid"), (0, 10, ALL), 1, 10, 10),
     "full": Profile(
-        ("random", "least_confidence", "margin", "entropy", "branch_disagreement", "background_attention", "wrong_first", "simsearch", "hybrid"),
+        (
+            "random", "least_confidence", "margin", "entropy", "branch_disagreement",
+            "background_attention", "confusion", "wrong_first", "simsearch", "hybrid",
+        ),
         (0, 10, 25, 50, 100, 200, ALL),
         3,
         30,
@@ -249,3 +252,25 @@ def write(out: str | Path, rows: list[dict], *, command: str) -> dict:
     (out / "report.md").write_text(report(summary, command=command))
     plot(summary, out / "curves.png")
     return summary
+
+
+def log_to_mlflow(tracking_uri: str, out: str | Path, summary: dict, params: dict) -> str:
+    """Log one benchmark as an MLflow run (params, per-strategy AUC and 90 %-gain budget, the output files)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("attnloop-bench-strategies")
+    with mlflow.start_run(run_name="bench strategies") as run:
+        mlflow.log_params({k: str(v) for k, v in params.items()})
+        metrics = {}
+        for strategy, s in summary["strategies"].items():
+            if s["auc"] is not None:
+                metrics[f"auc.{strategy}"] = s["auc"]
+            if s["budget_for_90pct_gain"] is not None:
+                metrics[f"budget_for_90pct_gain.{strategy}"] = float(s["budget_for_90pct_gain"])
+        for key in ("baseline", "ceiling"):
+            if summary[key] is not None:
+                metrics[f"accuracy.{key}"] = summary[key]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(out))
+        return run.info.run_id

@@ -159,6 +159,10 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         f" {flag} {value}" for flag, value in options.items() if value is not None
     ) + (" --no-replay" if args.no_replay else "")
     summary = bench.write(args.out, rows, command=command)
+    if settings.mlflow_tracking_uri:
+        params = {"data": args.data, "strategies": ",".join(strategies), "budgets": ",".join(map(str, budgets)), "command": command}
+        run_id = bench.log_to_mlflow(settings.mlflow_tracking_uri, args.out, summary, params)
+        print(f"logged to MLflow at {settings.mlflow_tracking_uri} (run {run_id})")
     for strategy, s in summary["strategies"].items():
         print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
     print(f"wrote {args.out}/results.json, report.md, curves.png")
