@@ -6,11 +6,19 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from attnloop.config import Settings
 
 PARITY_LIMIT = 1e-4
+
+
+def _split_counts(records) -> str:
+    from attnloop.datasets import SPLITS
+
+    counts = Counter(r.split for r in records)
+    return ", ".join(f"{split} {counts[split]}" for split in SPLITS if counts[split])
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -30,10 +38,7 @@ def cmd_data_make(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.datasets import make_dataset
 
     records = make_dataset(args.family, args.out, seed=args.seed, size=args.size, shortcut_rate=args.shortcut_rate)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.split] = counts.get(r.split, 0) + 1
-    print(f"{args.family}: {len(records)} images in {args.out} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    print(f"{args.family}: {len(records)} images in {args.out} ({_split_counts(records)})")
     return 0
 
 
@@ -43,11 +48,8 @@ def cmd_data_import(args: argparse.Namespace, settings: Settings) -> int:
 
     result = import_folder(args.root, boxes=args.boxes, val=args.val, test=args.test, seed=args.seed)
     path = write_manifest(args.root, result.records)
-    counts: dict[str, int] = {}
-    for r in result.records:
-        counts[r.split] = counts.get(r.split, 0) + 1
     boxed = sum(bool(r.boxes) for r in result.records)
-    print(f"wrote {path}: {len(result.records)} images ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}), {boxed} with boxes")
+    print(f"wrote {path}: {len(result.records)} images ({_split_counts(result.records)}), {boxed} with boxes")
     if result.problems:
         print(f"left out {len(result.problems)}:")
         for problem in result.problems:

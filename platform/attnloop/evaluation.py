@@ -20,14 +20,20 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return matrix
 
 
+def attention_energy(attention: np.ndarray) -> np.ndarray:
+    """N×(h·w) attention mass above each map's floor."""
+    a = np.asarray(attention, np.float64).reshape(len(attention), -1)
+    return a - a.min(axis=1, keepdims=True)
+
+
 def energy_share(attention: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Per image, the share of attention mass inside a coverage mask (N×h×w each); NaN where the mask is empty."""
-    attention = attention.reshape(masks.shape).astype(np.float64)
-    attention = attention - attention.min(axis=(1, 2), keepdims=True)
-    inside = (attention * masks).sum(axis=(1, 2))
-    total = attention.sum(axis=(1, 2))
+    energy = attention_energy(attention)
+    masks = np.asarray(masks, np.float64).reshape(energy.shape)
+    inside = (energy * masks).sum(axis=1)
+    total = energy.sum(axis=1)
     share = inside / np.maximum(total, 1e-12)
-    return np.where(masks.reshape(len(masks), -1).any(axis=1), share, np.nan)
+    return np.where(masks.any(axis=1), share, np.nan)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from attnloop.evaluation import attention_energy, energy_share
+
 EPS = 1e-12
 
 
@@ -52,12 +54,6 @@ def branch_disagreement(perception: np.ndarray, attention: np.ndarray) -> np.nda
     return np.clip(0.5 * kl(p, m) + 0.5 * kl(q, m), 0.0, 1.0)
 
 
-def _energy(attention: np.ndarray) -> np.ndarray:
-    """N×(h·w) attention mass above each map's floor (a sigmoid map never reaches 0)."""
-    a = np.asarray(attention, np.float64).reshape(len(attention), -1)
-    return a - a.min(axis=1, keepdims=True)
-
-
 def background_attention(attention: np.ndarray, *, object_fraction: float) -> np.ndarray:
     """Share of attention energy outside the k strongest cells, k = the typical object's area.
 
@@ -67,7 +63,7 @@ def background_attention(attention: np.ndarray, *, object_fraction: float) -> np
     """
     if not 0.0 < object_fraction <= 1.0:
         raise ValueError(f"object_fraction must be in (0, 1], got {object_fraction}")
-    e = _energy(attention)
+    e = attention_energy(attention)
     k = max(1, int(round(object_fraction * e.shape[1])))
     top = -np.sort(-e, axis=1)[:, :k].sum(axis=1)
     total = e.sum(axis=1)
@@ -79,7 +75,7 @@ def attention_spread(attention: np.ndarray) -> np.ndarray:
 
     1 for a flat map (the model looked everywhere), 0 when all energy sits in one cell.
     """
-    e = _energy(attention)
+    e = attention_energy(attention)
     total = e.sum(axis=1, keepdims=True)
     share = np.where(total > EPS, e / np.maximum(total, EPS), 1.0 / e.shape[1])
     return -(share * np.log(np.clip(share, EPS, 1.0))).sum(axis=1) / np.log(e.shape[1])
@@ -87,10 +83,8 @@ def attention_spread(attention: np.ndarray) -> np.ndarray:
 
 def outside_box(attention: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Share of attention energy outside given boxes (coverage masks at the map's resolution)."""
-    e = _energy(attention)
-    m = np.asarray(masks, np.float64).reshape(e.shape)
-    total = e.sum(axis=1)
-    return np.where(total > EPS, (e * (1.0 - m)).sum(axis=1) / np.maximum(total, EPS), 1.0)
+    share = energy_share(attention, masks)
+    return np.where(np.isnan(share), 1.0, 1.0 - share)
 
 
 def confusion_driven(probabilities: np.ndarray, confusion: np.ndarray) -> np.ndarray:
