@@ -21,7 +21,7 @@ import numpy as np
 from attnloop.datasets import Annotation, by_split, read_manifest
 from attnloop.evaluation import confusion_matrix
 from attnloop.priority.strategies import Context, Pool, rank
-from attnloop.training import TrainConfig, load_split, predict, save_run, train
+from attnloop.training import ImageSet, TrainConfig, load_split, predict, save_run, train
 
 ALL = "all"
 
@@ -65,10 +65,10 @@ def parse_budgets(text: str) -> tuple[int | str, ...]:
     return tuple(out)
 
 
-def _pool(model, card, root: Path, records) -> tuple[Pool, Context]:
-    data = load_split(records, root, card)
+def _pool(model, data: ImageSet) -> Pool:
+    """One scoring pass over a decoded split."""
     out = predict(model, data.images)
-    pool = Pool(
+    return Pool(
         ids=[r.image for r in data.records],
         probabilities=out["probabilities"],
         attention_probabilities=out["attention_probabilities"],
@@ -76,8 +76,12 @@ def _pool(model, card, root: Path, records) -> tuple[Pool, Context]:
         embeddings=out["embedding"],
         labels=data.labels.numpy(),
     )
-    areas = [(data.box_masks[i] > 0).mean() for i in range(len(data.records)) if data.box_masks[i].any()]
-    return pool, Context(object_fraction=float(np.median(areas)) if areas else 0.05)
+
+
+def _object_fraction(data: ImageSet) -> float:
+    """The median share of the map the true boxes cover: the 'typical object size' a user would give."""
+    areas = [(mask > 0).mean() for mask in data.box_masks if mask.any()]
+    return float(np.median(areas)) if areas else 0.05
 
 
 def run(
@@ -115,11 +119,12 @@ def run(
             initial_config = TrainConfig(arch=arch, epochs=initial_epochs, seed=seed, guidance="none")
             initial = train(root, initial_config, records=records, progress=False)
             run_dir = save_run(Path(tmp) / f"initial-{seed}", initial, initial_config, data="bench")
-            pool, context = _pool(initial.model, initial.card, root, train_records)
-            if "val" in splits:
-                val = _pool(initial.model, initial.card, root, splits["val"])[0]
+            train_set = initial.sets["train"]
+            pool = _pool(initial.model, train_set)
+            context = Context(object_fraction=_object_fraction(train_set), seed=seed)
+            if "val" in initial.sets:
+                val = _pool(initial.model, initial.sets["val"])
                 context.confusion = confusion_matrix(val.labels, val.probabilities.argmax(axis=1), initial.card.num_classes)
-            context.seed = seed
             truth = {r.image: r for r in train_records}
             retrain = TrainConfig(
                 arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, **(retrain_options or RETRAIN)
@@ -139,8 +144,9 @@ def run(
                 for step in (len(part) for part in np.array_split(np.arange(budget), rounds)):
                     if step == 0:
                         continue
-                    if latest is not initial:
-                        scored = _pool(latest.model, latest.card, root, train_records)[0]
+                    if latest is not initial:  # a model trained anew may normalize differently
+                        data = train_set if latest.card == initial.card else load_split(train_records, root, latest.card)
+                        scored = _pool(latest.model, data)
                     chosen += rank(strategy, scored, step, context=replace(context, exclude=set(chosen)))
                     latest = retrain_with(chosen)
                 return latest.metrics["splits"]["test"]

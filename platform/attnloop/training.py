@@ -212,6 +212,7 @@ class TrainResult:
     card: ModelCard
     metrics: dict
     history: list[dict]
+    sets: dict[str, ImageSet]  # the decoded splits, so callers can score them without decoding again
 
 
 def train(
@@ -257,7 +258,7 @@ def train(
         history = fit(model, sets["train"], config, progress=progress)
         metrics = evaluate(model, card, sets)
         metrics["guided_images"] = int(sets["train"].guided.sum())
-        return TrainResult(model.eval(), card, metrics, history)
+        return TrainResult(model.eval(), card, metrics, history, sets)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
