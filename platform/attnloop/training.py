@@ -176,27 +176,20 @@ def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> di
     return {"classes": list(card.class_names), "splits": splits}
 
 
-def _input_size(config: TrainConfig, records: Sequence[Record], root: Path) -> tuple[int, int]:
+def _new_card(config: TrainConfig, records: Sequence[Record], root: Path, classes: Sequence[str]) -> ModelCard:
+    """A card for a model trained anew: input size and channels from the images, mean/std from up to 256 of them."""
+    sample = [imaging.to_float(imaging.decode((root / r.image).read_bytes(), name=r.image)) for r in records[:256]]
+    height, width, channels = sample[0].shape
     if config.input_size is not None:
-        return tuple(config.input_size)
-    if "cifar" not in config.arch:
-        return (224, 224)
-    first = imaging.decode((root / records[0].image).read_bytes(), name=records[0].image)
-    return tuple(int(min(128, max(32, s))) for s in first.shape[:2])
-
-
-def _channel_stats(records: Sequence[Record], root: Path, channels: int, size: tuple[int, int]) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std of (up to 256) training images, the card's normalization."""
-    sample = [
-        imaging.resize(imaging.match_channels(imaging.to_float(imaging.decode((root / r.image).read_bytes())), channels), size)
-        for r in records[:256]
-    ]
-    pixels = np.concatenate([s.reshape(-1, channels) for s in sample])
-    return pixels.mean(axis=0).round(4).tolist(), np.maximum(pixels.std(axis=0), 1e-3).round(4).tolist()
-
-
-def _channels(records: Sequence[Record], root: Path) -> int:
-    return int(imaging.decode((root / records[0].image).read_bytes(), name=records[0].image).shape[2])
+        size = tuple(config.input_size)
+    elif "cifar" in config.arch:
+        size = (int(min(128, max(32, height))), int(min(128, max(32, width))))
+    else:
+        size = (224, 224)
+    pixels = np.concatenate([imaging.resize(imaging.match_channels(x, channels), size).reshape(-1, channels) for x in sample])
+    mean = pixels.mean(axis=0).round(4).tolist()
+    std = np.maximum(pixels.std(axis=0), 1e-3).round(4).tolist()
+    return make_card(config.arch, class_names=classes, input_size=size, channels=channels, mean=mean, std=std)
 
 
 def data_hash(root: str | Path, annotations_path: str | Path | None = None) -> str:
@@ -241,10 +234,7 @@ def train(
             if list(card.class_names) != class_names(records):
                 raise ValueError(f"{config.init_from} knows classes {list(card.class_names)}; the data has {class_names(records)}")
         else:
-            size = _input_size(config, splits["train"], root)
-            channels = _channels(splits["train"], root)
-            mean, std = _channel_stats(splits["train"], root, channels, size)
-            card = make_card(config.arch, class_names=class_names(records), input_size=size, channels=channels, mean=mean, std=std)
+            card = _new_card(config, splits["train"], root, class_names(records))
             model = build_model(card)
             if config.init_weights:
                 log.info("init weights from %s: %s", config.init_weights, load_init_weights(model, config.init_weights))
