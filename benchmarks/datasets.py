@@ -2,7 +2,9 @@
 
 For every family and seed: generate the dataset, train an ABN without guidance and one with the
 true boxes on every training image (map matching λ=10 + counterexamples), and report train and
-clean-test accuracy, attention-in-box and wrong-reason (mean ± std over seeds). "Confounder
+clean-test accuracy, attention-in-box and wrong-reason of the attention map, and the reliance
+on the object and on the confounder (share of predictions that change when that region is
+blanked) (mean ± std over seeds). "Confounder
 area" is the share of the image the confounder boxes cover: the wrong-reason a flat attention
 map would get.
 
@@ -54,7 +56,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
-            buckets = {name: {k: [] for k in ("train", "test", "attention_in_box", "wrong_reason")} for name in TRAININGS}
+            buckets = {name: {k: [] for k in ("train", "test", "attention_in_box", "wrong_reason", "object_reliance", "confounder_reliance")} for name in TRAININGS}
             areas, seconds = [], []
             for seed in range(args.seeds):
                 root = Path(tmp) / f"{family}-{seed}"
@@ -75,16 +77,20 @@ def main() -> int:
                     b["test"].append(splits["test"]["accuracy"])
                     b["attention_in_box"].append(splits["test"]["attention_in_box"] or 0.0)
                     b["wrong_reason"].append(splits["test"]["wrong_reason"])
+                    b["object_reliance"].append(splits["test"]["object_reliance"] or 0.0)
+                    b["confounder_reliance"].append(splits["test"]["confounder_reliance"])
                     print(
                         f"{family:13} seed {seed} {name:9} train {b['train'][-1]:.3f} test {b['test'][-1]:.3f} "
-                        f"in-box {b['attention_in_box'][-1]:.3f} wrong-reason {b['wrong_reason'][-1]:.3f}",
+                        f"in-box {b['attention_in_box'][-1]:.3f} wrong-reason {b['wrong_reason'][-1]:.3f} "
+                        f"reliance object {b['object_reliance'][-1]:.3f} confounder {b['confounder_reliance'][-1]:.3f}",
                         flush=True,
                     )
             chance = 1 / len(FAMILIES[family].classes)
             for name, b in buckets.items():
                 rows.append(
                     f"| {family} | {chance:.2f} | {statistics.mean(areas):.3f} | {name} | {fmt(b['train'])} | {fmt(b['test'])} "
-                    f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} |"
+                    f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} | {fmt(b['object_reliance'])} "
+                    f"| {fmt(b['confounder_reliance'])} |"
                 )
             print(f"{family}: {statistics.mean(seconds):.0f} s per training run", flush=True)
     report = "\n".join(
@@ -102,10 +108,13 @@ def main() -> int:
             "(a new dataset and initialization per seed). *Unguided*: plain ABN loss. *All boxes*: the true boxes of every "
             "training image, map-matching loss (λ = 10) and counterexamples. Test = the clean split, where the shortcut is "
             "broken. Attention-in-box on test images with boxes (none for classes without an object, e.g. `ok`). "
-            "*Confounder area*: share of the image inside the confounder boxes, the wrong-reason of a flat map.",
+            "*Confounder area*: share of the image inside the confounder boxes, the wrong-reason of a flat map. "
+            "*Reliance*: share of test predictions that change when the object boxes, or the confounder boxes, are "
+            "blanked (set to the training mean): what the model uses, where the map shows where it looks.",
             "",
-            "| family | chance | confounder area | training | train acc | clean test acc | attention-in-box | wrong-reason |",
-            "|---|---|---|---|---|---|---|---|",
+            "| family | chance | confounder area | training | train acc | clean test acc | attention-in-box | wrong-reason "
+            "(map) | object reliance | confounder reliance |",
+            "|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -31,3 +31,19 @@ def write_tiny_manifest(root: Path, *, per_class: int = 6, size: int = 32, chann
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_manifest(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from services import s3_server
+
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url(tmp_path_factory, s3_endpoint):
+    from services import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), s3_endpoint) as url:
+        yield url

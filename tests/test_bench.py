@@ -14,7 +14,7 @@ def test_quick_strategy_benchmark_schema_and_gain(tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "strategies", "--data", str(data), "--out", str(out), "--profile", "quick", "--strategies", "random,hybrid"]) == 0
     rows = json.loads((out / "results.json").read_text())
-    assert {tuple(sorted(r)) for r in rows} == {("accuracy", "attention_in_box", "budget", "seed", "strategy", "wrong_reason")}
+    assert {tuple(sorted(r)) for r in rows} == {("accuracy", "attention_in_box", "budget", "confounder_reliance", "seed", "strategy", "wrong_reason")}
     assert {r["strategy"] for r in rows} == {"random", "hybrid"} and {r["budget"] for r in rows} == {0, 10, ALL}
     zero = [r["accuracy"] for r in rows if r["budget"] == 0]
     everything = [r["accuracy"] for r in rows if r["budget"] == ALL]

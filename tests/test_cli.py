@@ -70,3 +70,21 @@ def test_serving_side_modules_do_not_import_torch():
     code = "import sys, attnloop.runtime, attnloop.imaging, attnloop.card; assert 'torch' not in sys.modules, 'torch imported'"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env={**os.environ})
     assert out.returncode == 0, out.stderr
+
+
+def test_registry_commands_on_the_embedded_store(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0.0")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--guidance", "none"]) == 0
+    assert main(["registry", "register", str(tmp_path / "run"), "--name", "cli-abn", "--holdout", str(tiny_data)]) == 0
+    assert "registered cli-abn version 1 as challenger" in capsys.readouterr().out
+    assert main(["registry", "gate", "--name", "cli-abn", "--holdout", str(tiny_data)]) == 0
+    assert "**Decision: promote** (no champion yet)" in capsys.readouterr().out
+    assert main(["registry", "show", "--name", "cli-abn"]) == 0
+    assert "aliases champion" in capsys.readouterr().out
+    assert main(["registry", "rollback", "cli-abn"]) == 2
+    assert "nothing to roll back to" in capsys.readouterr().err
+    assert (tmp_path / "home" / "mlflow.db").is_file() and (tmp_path / "home" / "mlartifacts").is_dir()
+    assert not (tmp_path / "mlruns").exists()

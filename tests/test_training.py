@@ -104,6 +104,32 @@ def test_guided_training_removes_the_shortcut(tmp_path):
     assert guided["accuracy"] >= unguided["accuracy"] + 0.25
     assert guided["wrong_reason"] <= 0.85 * unguided["wrong_reason"]
     assert guided["attention_in_box"] >= 2 * unguided["attention_in_box"]
+    assert guided["confounder_reliance"] <= 0.5 * unguided["confounder_reliance"]
+
+
+def test_reliance_counts_predictions_that_flip_when_a_region_is_blanked():
+    import numpy as np
+
+    from attnloop.models import ABNOutput
+    from attnloop.training import reliance
+
+    class Corner(torch.nn.Module):
+        """Predicts class 1 when the top-left pixel is positive, else class 0."""
+
+        def forward(self, x):
+            logits = torch.stack([torch.zeros(len(x)), x[:, 0, 0, 0]], dim=1)
+            return ABNOutput(logits, x[:, :1], logits, x.mean(dim=(2, 3)))
+
+    images = torch.ones(4, 1, 8, 8)
+    images[2:, 0, 0, 0] = -1.0  # predicted 0, and blanking to 0 keeps 0
+    corner, elsewhere, empty = (np.zeros((4, 4, 4), np.float32) for _ in range(3))
+    corner[:, 0, 0] = 1
+    elsewhere[:, 3, 3] = 1
+    empty[:2, 0, 0] = 1  # the other two images have no mask and do not count
+    assert reliance(Corner(), images, corner) == pytest.approx(0.5)
+    assert reliance(Corner(), images, elsewhere) == 0.0
+    assert reliance(Corner(), images, empty) == 1.0
+    assert reliance(Corner(), images, np.zeros((4, 4, 4), np.float32)) is None
 
 
 def test_an_edited_attention_map_becomes_the_target(tiny_data):

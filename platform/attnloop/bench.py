@@ -49,7 +49,7 @@ PROFILES = {
     ),
 }
 
-RETRAIN = dict(guidance="match", guidance_weight=10.0, counterexamples="append")
+RETRAIN = dict(guidance="match", guidance_weight=10.0, counterexamples="append", guided_share=0.5)
 
 
 def parse_budgets(text: str) -> tuple[int | str, ...]:
@@ -99,7 +99,7 @@ def run(
     rounds: int = 1,
     progress: bool = True,
 ) -> list[dict]:
-    """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason}``.
+    """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason, confounder_reliance}``.
 
     Retraining fine-tunes the initial model (``finetune``) or starts from scratch, on the whole
     labeled training set with the new boxes (``replay``) or on the boxed images alone, with
@@ -168,6 +168,7 @@ def run(
                             "accuracy": test["accuracy"],
                             "attention_in_box": test.get("attention_in_box"),
                             "wrong_reason": test.get("wrong_reason"),
+                            "confounder_reliance": test.get("confounder_reliance"),
                         }
                     )
                     if progress:

@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         guidance=args.guidance,
         guidance_weight=args.guidance_weight,
         counterexamples=args.counterexamples,
+        guided_share=args.guided_share,
         margin=args.margin,
         blur=args.blur,
         init_weights=args.init_weights,
@@ -86,6 +87,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"{split:6} accuracy {m['accuracy']:.3f} (n={m['n']}){extra}")
     print(f"wrote {out}/model.pt, card.json, metrics.json ({result.metrics['guided_images']} guided images)")
+    if settings.mlflow_tracking_uri:
+        from attnloop.publish import track
+        from attnloop.registry import connect
+
+        run_id = track(connect(settings.mlflow_tracking_uri), out, artifact_root=settings.artifact_root)
+        print(f"logged to MLflow at {settings.mlflow_tracking_uri} (run {run_id})")
     return 0
 
 
@@ -141,7 +148,12 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         arch=args.arch,
         finetune=args.retrain == "finetune",
         replay=not args.no_replay,
-        retrain_options=dict(guidance=args.guidance, guidance_weight=args.guidance_weight, counterexamples=args.counterexamples),
+        retrain_options=dict(
+            guidance=args.guidance,
+            guidance_weight=args.guidance_weight,
+            counterexamples=args.counterexamples,
+            guided_share=args.guided_share,
+        ),
         rounds=args.rounds,
     )
     options = {
@@ -150,6 +162,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         "--guidance": args.guidance,
         "--lambda": args.guidance_weight,
         "--counterexamples": args.counterexamples,
+        "--guided-share": args.guided_share,
         "--budgets": args.budgets,
         "--seeds": args.seeds,
         "--strategies": args.strategies,
@@ -168,6 +181,54 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
     for strategy, s in summary["strategies"].items():
         print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
     print(f"wrote {args.out}/results.json, report.md, curves.png")
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    import getpass
+
+    from attnloop import registry
+
+    client = registry.connect(settings.registry_uri)
+    name = getattr(args, "name", None) or settings.model_name
+    if args.registry_command == "register":
+        from attnloop.holdout import load_holdout
+        from attnloop.publish import register_run
+
+        holdout = load_holdout(args.holdout, split=args.split) if args.holdout else None
+        version = register_run(
+            client, name=name, run_dir=args.run, holdout=holdout, annotation_set=args.annotation_set,
+            parent=args.parent, artifact_root=settings.artifact_root,
+        )
+        print(f"registered {name} version {version} as challenger at {settings.registry_uri}")
+    elif args.registry_command == "gate":
+        from attnloop.holdout import load_holdout
+
+        policy = dataclasses.replace(settings.gate, approval=settings.gate.approval or args.approval)
+        decision, version, text = registry.gate(client, name=name, holdout=load_holdout(args.holdout, split=args.split), policy=policy)
+        print(text)
+        return 0 if decision.passed else 3
+    elif args.registry_command == "approve":
+        registry.approve(client, name, args.version, by=args.by or getpass.getuser())
+        print(f"{name} version {args.version} approved and promoted to champion")
+    elif args.registry_command == "rollback":
+        current, previous = registry.rollback(client, name)
+        print(f"{name}: champion moved back from version {current} to version {previous}")
+    else:  # show
+        versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        if not versions:
+            print(f"{name}: no versions at {settings.registry_uri}")
+        aliases_of: dict[str, list[str]] = {}
+        for alias, version in (client.get_registered_model(name).aliases if versions else {}).items():
+            aliases_of.setdefault(str(version), []).append(alias)
+        for v in versions:
+            tags = {k[len(registry.TAG) :]: t for k, t in v.tags.items() if k.startswith(registry.TAG)}
+            aliases = ",".join(sorted(aliases_of.get(str(v.version), []))) or "-"
+            print(
+                f"version {v.version:>3}  aliases {aliases:20} gate {tags.get('gate', '-'):18} "
+                f"holdout accuracy {tags.get('holdout_accuracy', '-'):7} parent {tags.get('parent_version') or '-'}"
+            )
     return 0
 
 
@@ -230,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="counterexamples for boxed images (outside the boxes taken from another image): added to the batch, or in place of the image",
     )
+    tr.add_argument(
+        "--guided-share", type=float, default=0.0,
+        help="oversample the boxed images to this expected share of every batch (0: as often as any other image)",
+    )
     tr.add_argument("--margin", type=float, default=0.0, help="widen boxes by this share of their side")
     tr.add_argument("--blur", type=float, default=0.0, help="soft fall-off of box targets, in attention cells")
     tr.add_argument("--init-weights", default=None, help="local state dict (torchvision ResNet or attnloop checkpoint)")
@@ -261,7 +326,35 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--guidance", choices=GUIDANCE, default="match")
     st.add_argument("--lambda", dest="guidance_weight", type=float, default=10.0)
     st.add_argument("--counterexamples", choices=COUNTEREXAMPLES, default="append")
+    st.add_argument(
+        "--guided-share", type=float, default=0.5,
+        help="oversample the boxed images to this expected share of every batch (0: as often as any other image)",
+    )
     st.set_defaults(func=cmd_bench_strategies)
+
+    reg = sub.add_parser("registry", help="MLflow model registry: register, gate, approve, roll back")
+    reg_cmd = reg.add_subparsers(dest="registry_command", required=True)
+    rr = reg_cmd.add_parser("register", help="export a run to ONNX, log it and register it as the challenger")
+    rr.add_argument("run", type=Path, help="training run folder")
+    rr.add_argument("--name", default=None, help="registered model (default: ATTNLOOP_MODEL_NAME or attnloop-abn)")
+    rr.add_argument("--holdout", type=Path, default=None, help="dataset folder whose split is scored into the version's tags")
+    rr.add_argument("--split", default="test")
+    rr.add_argument("--annotation-set", default=None, help="version of the annotation set the run was trained on")
+    rr.add_argument("--parent", default=None, help="parent version (default: the current champion)")
+    rg = reg_cmd.add_parser("gate", help="challenger vs champion on a fixed holdout; promote when the gain passes")
+    rg.add_argument("--name", default=None)
+    rg.add_argument("--holdout", type=Path, required=True, help="dataset folder with manifest.jsonl")
+    rg.add_argument("--split", default="test")
+    rg.add_argument("--approval", action="store_true", help="a passing challenger waits for `registry approve`")
+    ra = reg_cmd.add_parser("approve", help="promote a version the gate passed in approval mode")
+    ra.add_argument("name")
+    ra.add_argument("version")
+    ra.add_argument("--by", default=None, help="who approves (default: the current user)")
+    rb = reg_cmd.add_parser("rollback", help="move the champion back to the version it replaced")
+    rb.add_argument("name")
+    rs = reg_cmd.add_parser("show", help="versions, aliases and gate decisions")
+    rs.add_argument("--name", default=None)
+    reg.set_defaults(func=cmd_registry)
 
     demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
     demo.add_argument("--workdir", type=Path, default=None, help="default: $ATTNLOOP_HOME/demo")
@@ -277,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args, Settings.from_env())
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, LookupError) as err:
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 2
 

@@ -151,3 +151,23 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise ValueError(f"could not encode a {image.shape} {image.dtype} array as PNG")
     return buf.tobytes()
+
+
+def overlay(image: np.ndarray, attention: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+    """An 8-bit RGB picture of ``image`` with the attention map (any size) as a heat map on top.
+
+    Gray and multi-channel images show their first channel, contrast-stretched (16-bit
+    microscopy rarely spans its full range).
+    """
+    picture = to_float(image)
+    picture = picture[..., None] if picture.ndim == 2 else picture
+    if picture.shape[2] != 3:
+        first = picture[..., 0]
+        low, high = float(first.min()), float(first.max())
+        picture = np.repeat(((first - low) / (high - low if high > low else 1.0))[..., None], 3, axis=2)
+    attention = np.asarray(attention, np.float32)
+    span = float(attention.max() - attention.min())
+    scaled = (attention - attention.min()) / span if span > 0 else np.zeros_like(attention)
+    heat = cv2.resize(scaled, (picture.shape[1], picture.shape[0]), interpolation=cv2.INTER_LINEAR)
+    colored = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1] / 255.0
+    return (((1 - alpha) * picture + alpha * colored).clip(0, 1) * 255).round().astype(np.uint8)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from attnloop import imaging
@@ -49,6 +49,7 @@ class TrainConfig:
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
     counterexamples: str = "none"  # none | append | replace
+    guided_share: float = 0.0  # oversample guided images to this expected share of every batch where they are rarer
     margin: float = 0.0  # box widening, as a share of the box's side
     blur: float = 0.0  # Gaussian fall-off of targets, in attention cells
     init_weights: str | None = None  # local state dict (torchvision ResNet or attnloop)
@@ -62,6 +63,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown counterexample mode {self.counterexamples!r}; valid names: {', '.join(COUNTEREXAMPLES)}"
             )
+        if not 0.0 <= self.guided_share < 1.0:
+            raise ValueError(f"guided_share is a share of each batch in [0, 1), got {self.guided_share}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
 
@@ -156,8 +159,31 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128) ->
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 
+@torch.no_grad()
+def reliance(model: nn.Module, images: torch.Tensor, masks: np.ndarray, *, batch_size: int = 128) -> float | None:
+    """Share of predictions that change when the masked region is blanked (set to the training mean, 0 after normalization).
+
+    The attention map is what a model *shows*; this is what it *uses*: an unguided model can
+    hinge on a shortcut its map does not point at. Images with an empty mask are not counted.
+    """
+    model.eval()
+    has = masks.reshape(len(masks), -1).any(axis=1)
+    if not has.any():
+        return None
+    flips = []
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size][has[start : start + batch_size]]
+        if not len(x):
+            continue
+        m = torch.from_numpy(masks[start : start + batch_size][has[start : start + batch_size]]).float()[:, None]
+        m = (F.interpolate(m, size=x.shape[-2:], mode="nearest") > 0).float()
+        blanked = x * (1 - m)
+        flips.append((model(x).logits.argmax(1) != model(blanked).logits.argmax(1)).float())
+    return float(torch.cat(flips).mean())
+
+
 def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> dict:
-    """Metrics per split, as written to ``metrics.json``."""
+    """Metrics per split, as written to ``metrics.json``: :func:`summarize` plus box and confounder reliance."""
     splits = {}
     for split, data in sets.items():
         if len(data.labels) == 0:
@@ -172,6 +198,9 @@ def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> di
             box_masks=data.box_masks,
             confounder_masks=data.confounder_masks if has_confounders else None,
         )
+        splits[split]["object_reliance"] = reliance(model, data.images, data.box_masks)
+        if has_confounders:
+            splits[split]["confounder_reliance"] = reliance(model, data.images, data.confounder_masks)
         splits[split]["quarantined"] = [{"image": image, "reason": reason} for image, reason in data.quarantined]
     return {"classes": list(card.class_names), "splits": splits}
 
@@ -256,7 +285,16 @@ def train(
 def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool = True) -> list[dict]:
     """The training loop; returns one record of mean losses and accuracy per epoch."""
     generator = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(data.tensors(), batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=len(data.labels) > config.batch_size)
+    n, n_guided = len(data.labels), int(data.guided.sum())
+    drop_last = n > config.batch_size
+    if 0 < n_guided < config.guided_share * n:
+        # A few boxed images among many: draw them (with replacement) as ``guided_share`` of each batch.
+        share = config.guided_share
+        weights = torch.where(data.guided, share / n_guided, (1 - share) / (n - n_guided)).double()
+        sampler = WeightedRandomSampler(weights, num_samples=n, replacement=True, generator=generator)
+        loader = DataLoader(data.tensors(), batch_size=config.batch_size, sampler=sampler, drop_last=drop_last)
+    else:
+        loader = DataLoader(data.tensors(), batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))

@@ -1,0 +1,255 @@
+"""MLflow glue: training runs, registered versions with aliases, and the gate's bookkeeping.
+
+Aliases, not stages: ``champion`` serves, ``challenger`` waits for the gate. A version carries
+tags under ``attnloop.``: data hash, annotation-set version, parent version, holdout metrics,
+and, once gated, the decision with every figure. Promotion records the champion it replaced
+(``attnloop.previous_champion``), which is what ``rollback`` moves back to.
+
+The same code runs on an embedded SQLite store (artifacts in a local folder) and against an
+``mlflow server`` with a database and S3/MinIO artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+from attnloop.gate import AWAIT, PROMOTE, Decision, Policy, decide, report
+from attnloop.holdout import Holdout, score
+from attnloop.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+TAG = "attnloop."
+RUN_FILE = "mlflow.json"  # written into a training run folder: which MLflow run holds it
+
+
+def connect(tracking_uri: str):
+    """An MlflowClient on ``tracking_uri`` (also the registry), with the fluent API pointed there too."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def experiment_id(client, name: str, *, artifact_root: str | Path | None = None) -> str:
+    """The experiment's id, created on first use; ``artifact_root`` keeps a local store's artifacts out of the CWD."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root is not None:
+        location = Path(artifact_root).resolve().as_uri() if "://" not in str(artifact_root) else str(artifact_root)
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _metric_name(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_\-. /]", "_", text)
+
+
+def flat_metrics(metrics: dict) -> dict[str, float]:
+    """``metrics.json`` → MLflow metrics: ``{split}_{name}`` and ``{split}_accuracy_{class}``."""
+    out: dict[str, float] = {}
+    for split, m in metrics.get("splits", {}).items():
+        for key in ("accuracy", "attention_in_box", "wrong_reason", "object_reliance", "confounder_reliance"):
+            if m.get(key) is not None:
+                out[f"{split}_{key}"] = float(m[key])
+        for cls, value in m.get("per_class", {}).items():
+            if value is not None:
+                out[_metric_name(f"{split}_accuracy_{cls}")] = float(value)
+        out[f"{split}_quarantined"] = float(len(m.get("quarantined", [])))
+    return out
+
+
+def log_training(
+    client,
+    *,
+    experiment: str,
+    run_dir: str | Path,
+    params: dict,
+    history: Iterable[dict] = (),
+    figures: dict[str, bytes] | None = None,
+    artifact_root: str | Path | None = None,
+    run_name: str | None = None,
+) -> str:
+    """One MLflow run for a training run folder: parameters, metrics per split and class, loss curves,
+    the card, the PyTorch checkpoint and ``figures`` (name → PNG bytes). Returns the run id and
+    records it in ``RUN/mlflow.json``."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    run = client.create_run(experiment_id(client, experiment, artifact_root=artifact_root), run_name=run_name or run_dir.name)
+    run_id = run.info.run_id
+    for key, value in params.items():
+        client.log_param(run_id, key, "" if value is None else str(value)[:6000])
+    for key, value in flat_metrics(metrics).items():
+        client.log_metric(run_id, key, value)
+    for record in history:
+        for key, value in record.items():
+            if key != "epoch":
+                client.log_metric(run_id, f"train_{key}", float(value), step=int(record["epoch"]))
+    client.log_artifact(run_id, str(run_dir / "card.json"))
+    client.log_artifact(run_id, str(run_dir / "metrics.json"))
+    client.log_artifact(run_id, str(run_dir / "model.pt"), artifact_path="pytorch")
+    for name, png in (figures or {}).items():
+        client.log_image(run_id, _png_array(png), artifact_file=f"figures/{name}")
+    client.set_terminated(run_id)
+    (run_dir / RUN_FILE).write_text(json.dumps({"tracking_uri": client.tracking_uri, "run_id": run_id}))
+    return run_id
+
+
+def _png_array(png: bytes):
+    from attnloop import imaging
+
+    return imaging.decode(png)
+
+
+def register(client, *, name: str, run_id: str, onnx_path: str | Path, tags: dict[str, object]) -> str:
+    """Log the ONNX model (``mlflow.onnx`` flavor) into ``run_id``, register it as a new version of
+    ``name``, tag it and give it the ``challenger`` alias. Returns the version."""
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(
+            onnx_model=onnx.load(str(onnx_path)),
+            name="model",
+            registered_model_name=name,
+            save_as_external_data=False,
+            pip_requirements=["onnxruntime"],
+        )
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        if value is not None:
+            client.set_model_version_tag(name, version, TAG + key, str(value))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("registered %s version %s as %s", name, version, CHALLENGER)
+    return version
+
+
+def alias_version(client, name: str, alias: str) -> str | None:
+    """The version an alias points to, or None (no such alias or no such model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def version_tags(client, name: str, version: str) -> dict[str, str]:
+    tags = client.get_model_version(name, version).tags
+    return {k[len(TAG) :]: v for k, v in tags.items() if k.startswith(TAG)}
+
+
+def download(client, name: str, version: str, dst: str | Path) -> Path:
+    """The version's ONNX file, downloaded under ``dst``."""
+    import mlflow.artifacts
+
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst), tracking_uri=client.tracking_uri)
+    )
+    found = sorted(local.rglob("*.onnx"))
+    if not found:
+        raise FileNotFoundError(f"models:/{name}/{version} holds no .onnx file")
+    return found[0]
+
+
+def load(client, name: str, *, alias: str = CHAMPION, dst: str | Path, device: str = "auto") -> tuple[OnnxModel, str]:
+    """``models:/NAME@alias`` on ONNX Runtime, and the version it resolved to."""
+    version = alias_version(client, name, alias)
+    if version is None:
+        raise LookupError(f"{name} has no version with the alias {alias!r}")
+    return OnnxModel(download(client, name, version, dst), device=device), version
+
+
+def _scalar_tags(decision: Decision) -> dict[str, str]:
+    out = {"gate": decision.action, "gate.reasons": "; ".join(decision.reasons)[:4900]}
+    for key, value in decision.figures.items():
+        if isinstance(value, (int, float)):
+            out[f"gate.{key}"] = f"{value:.6g}" if isinstance(value, float) else str(value)
+    return out
+
+
+def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> tuple[Decision, str, str]:
+    """Score the challenger and the champion on the holdout with ONNX Runtime, decide, record the
+    decision on the challenger, and move ``champion`` if it passed (and no approval is required).
+    Returns the decision, the challenger version and the markdown report."""
+    challenger = alias_version(client, name, CHALLENGER)
+    if challenger is None:
+        raise LookupError(f"{name} has no challenger to gate; register one first")
+    champion = alias_version(client, name, CHAMPION)
+    if champion == challenger:
+        raise ValueError(f"version {challenger} of {name} is already the champion")
+    with tempfile.TemporaryDirectory() as tmp:
+        error, theirs, ours = None, None, None
+        try:
+            ours = score(OnnxModel(download(client, name, challenger, Path(tmp) / "challenger"), device="cpu"), holdout)
+        except Exception as err:  # any failure to evaluate refuses the challenger, with the reason
+            error = f"challenger version {challenger}: {type(err).__name__}: {err}"
+        if error is None and champion is not None:
+            try:
+                theirs = score(OnnxModel(download(client, name, champion, Path(tmp) / "champion"), device="cpu"), holdout)
+            except Exception as err:
+                error = f"champion version {champion}: {type(err).__name__}: {err}"
+    decision = decide(ours, theirs, class_names=holdout.class_names, policy=policy, error=error)
+    decision.figures["holdout"] = holdout.digest
+    text = report(decision, name=name, challenger_version=challenger, champion_version=champion)
+    tags = {**_scalar_tags(decision), "gate.holdout": holdout.digest, "gate.champion_version": champion or "", "gate.at": _now()}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, challenger, TAG + key, value)
+    run_id = client.get_model_version(name, challenger).run_id
+    if run_id:
+        client.log_text(run_id, text, f"gate/report-{tags['gate.at'].replace(':', '')}.md")
+    if decision.action == PROMOTE:
+        promote(client, name, challenger)
+    log.info("gate on %s version %s: %s", name, challenger, decision.action)
+    return decision, challenger, text
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def promote(client, name: str, version: str) -> None:
+    """Make ``version`` the champion, remembering the one it replaces."""
+    previous = alias_version(client, name, CHAMPION)
+    client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
+    client.set_model_version_tag(name, version, TAG + "promoted_at", _now())
+    client.set_registered_model_alias(name, CHAMPION, version)
+    if alias_version(client, name, CHALLENGER) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+def approve(client, name: str, version: str, *, by: str) -> None:
+    """A person's approval of a version the gate passed in approval mode."""
+    state = version_tags(client, name, version).get("gate")
+    if state != AWAIT:
+        raise ValueError(
+            f"{name} version {version} is not awaiting approval (gate: {state or 'not run'}); "
+            "only a version the gate passed in approval mode can be approved"
+        )
+    client.set_model_version_tag(name, version, TAG + "gate", "approved")
+    client.set_model_version_tag(name, version, TAG + "approved_by", by)
+    promote(client, name, version)
+
+
+def rollback(client, name: str) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced; returns (from, to)."""
+    current = alias_version(client, name, CHAMPION)
+    if current is None:
+        raise LookupError(f"{name} has no champion to roll back")
+    previous = version_tags(client, name, current).get("previous_champion")
+    if not previous:
+        raise LookupError(f"{name} version {current} replaced no earlier champion; there is nothing to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current, TAG + "rolled_back_at", _now())
+    return current, previous
