@@ -22,7 +22,7 @@ from pathlib import Path
 
 from attnloop import imaging
 from attnloop.datasets import FAMILIES, make_dataset
-from attnloop.guidance import box_mask
+from attnloop.masks import box_mask
 from attnloop.training import TrainConfig, resolve_annotations, train
 
 TRAININGS = {

@@ -88,3 +88,19 @@ def test_registry_commands_on_the_embedded_store(tiny_data, tmp_path, monkeypatc
     assert "nothing to roll back to" in capsys.readouterr().err
     assert (tmp_path / "home" / "mlflow.db").is_file() and (tmp_path / "home" / "mlartifacts").is_dir()
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_stream_simulate_then_score_on_the_embedded_store(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ATTNLOOP_STORE", raising=False)
+    assert main(["data", "make", "mill", "--out", str(tmp_path / "mill"), "--size", "12"]) == 0
+    assert main(["train", "--data", str(tmp_path / "mill"), "--out", str(tmp_path / "run"), "--epochs", "1", "--guidance", "none"]) == 0
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert main(["stream", "simulate", "--family", "mill", "--count", "5"]) == 0
+    assert "wrote 5 frames to file://" in capsys.readouterr().out
+    assert main(["score", "--model", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "frames scored: 5" in out and "results under file://" in out
+    assert main(["score", "--model", str(tmp_path / "m.onnx")]) == 0
+    assert "frames scored: 0; already scored before: 5" in capsys.readouterr().out
+    assert main(["score", "--model", "models:/nothing"]) == 2

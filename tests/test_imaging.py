@@ -81,3 +81,23 @@ def test_channel_mismatch_is_an_image_error():
 def test_scale_boxes():
     boxes = imaging.scale_boxes([[10, 20, 30, 40]], (100, 200), (50, 50))
     np.testing.assert_allclose(boxes, [[2.5, 10, 7.5, 20]])
+
+
+def test_huge_header_and_16_bit_rgba_are_refused_before_use():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    huge = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+    assert imaging.header_size(huge) == (20000, 20000)
+    with pytest.raises(imaging.ImageError, match="claims 20000×20000 px") as err:
+        imaging.decode(huge)
+    assert err.value.reason == "too_large"
+    rgba16 = imaging.encode_png(np.zeros((4, 4, 4), np.uint16))
+    with pytest.raises(imaging.ImageError, match="16-bit RGBA") as err:
+        imaging.decode(rgba16)
+    assert err.value.reason == "unsupported_mode"
+    jpeg = cv2.imencode(".jpg", np.zeros((12, 20, 3), np.uint8))[1].tobytes()
+    assert imaging.header_size(jpeg) == (20, 12)

@@ -42,7 +42,7 @@ PROFILES = {
             "random", "least_confidence", "margin", "entropy", "branch_disagreement",
             "background_attention", "confusion", "wrong_first", "simsearch", "hybrid",
         ),
-        (0, 10, 25, 50, 100, 200, ALL),
+        (0, 5, 10, 25, 50, ALL),
         3,
         30,
         10,

@@ -232,6 +232,54 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _store(settings: Settings, uri: str | None):
+    from attnloop.storage import open_store
+
+    if uri is None:
+        return settings.store(create=True)
+    return open_store(uri, endpoint=settings.s3_endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key, create=True)
+
+
+def cmd_stream_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.stream import simulate
+
+    store = _store(settings, args.to)
+    keys = simulate(store, args.family, count=args.count, rate=args.rate, seed=args.seed, source=args.source)
+    print(f"wrote {len(keys)} frames to {store.uri}/{keys[0].rsplit('/', 1)[0]}/")
+    return 0
+
+
+def _onnx_source(settings: Settings, source: str):
+    """An ONNX file, or ``models:/NAME@ALIAS`` from the registry; returns the model and its version."""
+    import tempfile
+
+    from attnloop.runtime import OnnxModel
+
+    if source.startswith("models:/"):
+        from attnloop import registry
+
+        name, _, alias = source[len("models:/") :].partition("@")
+        if not name or not alias:
+            raise ValueError(f"{source!r}: expected models:/NAME@ALIAS, e.g. models:/{settings.model_name}@champion")
+        return registry.load(registry.connect(settings.registry_uri), name, alias=alias, dst=tempfile.mkdtemp(), device="auto")
+    model = OnnxModel(source, device="auto", threads=settings.threads)
+    return model, model.metadata.get("attnloop.version", Path(source).stem)
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.scoring import report_markdown, score_store
+
+    store = _store(settings, args.store)
+    model, version = _onnx_source(settings, args.model or f"models:/{settings.model_name}@champion")
+    summary = score_store(
+        store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
+        object_fraction=args.object_fraction, overlays=args.overlays,
+    )
+    print(report_markdown(summary))
+    print(f"results under {store.uri}/scores/, report at reports/{summary.model_version}/{summary.run_id}.md ({model.provider})")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.models import list_models
 
@@ -331,6 +379,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="oversample the boxed images to this expected share of every batch (0: as often as any other image)",
     )
     st.set_defaults(func=cmd_bench_strategies)
+
+    stream = sub.add_parser("stream", help="image streams in the object store").add_subparsers(dest="stream_command", required=True)
+    sim = stream.add_parser("simulate", help="write a dataset family's stream split as frames")
+    sim.add_argument("--family", required=True)
+    sim.add_argument("--to", default=None, help="store URI (s3://bucket/prefix or file:///path; default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)")
+    sim.add_argument("--count", type=int, required=True)
+    sim.add_argument("--rate", type=float, default=None, help="frames per second (default: as fast as possible)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--source", default=None, help="source name in the frame keys (default: the family)")
+    sim.set_defaults(func=cmd_stream_simulate)
+
+    sc = sub.add_parser("score", help="score every new frame in the store with ONNX Runtime, once per model version")
+    sc.add_argument("--store", default=None, help="store URI (default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)")
+    sc.add_argument("--model", default=None, help="an .onnx file or models:/NAME@ALIAS (default: the registry's champion)")
+    sc.add_argument("--model-version", default=None, help="version recorded in the rows (default: the registry version or file name)")
+    sc.add_argument("--source", default=None, help="only this source")
+    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--object-fraction", type=float, default=0.1, help="typical object area as a share of the image")
+    sc.add_argument("--overlays", type=int, default=16, help="attention overlays for this many highest-priority frames")
+    sc.set_defaults(func=cmd_score)
 
     reg = sub.add_parser("registry", help="MLflow model registry: register, gate, approve, roll back")
     reg_cmd = reg.add_subparsers(dest="registry_command", required=True)

@@ -35,6 +35,17 @@ class Settings:
     mlflow_tracking_uri: str | None = None  # training and benchmark runs are logged there when set
     model_name: str = "attnloop-abn"  # the registered model
     gate: Policy = field(default_factory=Policy)
+    store_uri: str | None = None  # s3://bucket/prefix or file:///path; default: a folder under home
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+
+    def store(self, *, create: bool = True):
+        """The configured object store (a folder under ``home`` by default)."""
+        from attnloop.storage import open_store
+
+        uri = self.store_uri or (self.home / "store").resolve().as_uri()
+        return open_store(uri, endpoint=self.s3_endpoint, access_key=self.s3_access_key, secret_key=self.s3_secret_key, create=create)
 
     @property
     def registry_uri(self) -> str:
@@ -66,4 +77,8 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             model_name=env.get("ATTNLOOP_MODEL_NAME") or "attnloop-abn",
             gate=gate,
+            store_uri=env.get("ATTNLOOP_STORE") or None,
+            s3_endpoint=env.get("ATTNLOOP_S3_ENDPOINT") or env.get("MLFLOW_S3_ENDPOINT_URL") or None,
+            s3_access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
         )

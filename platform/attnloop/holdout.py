@@ -16,7 +16,7 @@ from attnloop import imaging
 from attnloop.datasets import Record, by_split, class_names, read_manifest
 from attnloop.evaluation import energy_share
 from attnloop.gate import Outcome
-from attnloop.guidance import box_mask
+from attnloop.masks import box_mask
 from attnloop.runtime import OnnxModel
 
 

@@ -46,6 +46,25 @@ def _looks_truncated(data: bytes) -> bool:
     return False
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG or BMP header without decoding, so a file that claims
+    20000×20000 pixels is refused before any memory is allocated; None for other formats."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"BM" and len(data) >= 26:
+        return abs(int.from_bytes(data[18:22], "little", signed=True)), abs(int.from_bytes(data[22:26], "little", signed=True))
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(data):
+            if data[i] != 0xFF:
+                return None
+            marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big")
+            i += 2 + length
+    return None
+
+
 def decode(data: bytes, *, limits: Limits = Limits(), name: str = "image") -> np.ndarray:
     """Decode image bytes to an H×W×C array (uint8 or uint16), RGB channel order for colour.
 
@@ -56,6 +75,9 @@ def decode(data: bytes, *, limits: Limits = Limits(), name: str = "image") -> np
         raise ImageError("empty", f"{name} is empty (0 bytes)")
     if len(data) > limits.max_bytes:
         raise ImageError("too_large", f"{name} is {len(data)} bytes; the limit is {limits.max_bytes}")
+    claimed = header_size(data)
+    if claimed is not None and claimed[0] * claimed[1] > limits.max_pixels:
+        raise ImageError("too_large", f"{name} claims {claimed[0]}×{claimed[1]} px; the limit is {limits.max_pixels} pixels")
     if _looks_truncated(data):
         raise ImageError("truncated", f"{name} ends before its end marker; the file is truncated")
     buf = np.frombuffer(data, dtype=np.uint8)
@@ -74,6 +96,8 @@ def decode(data: bytes, *, limits: Limits = Limits(), name: str = "image") -> np
         raise ImageError("too_large", f"{name} is {width}×{height} px; the limit is {limits.max_pixels} pixels")
     if image.dtype not in (np.uint8, np.uint16):
         raise ImageError("unsupported_mode", f"{name} has {image.dtype} pixels; expected 8- or 16-bit")
+    if channels == 4 and image.dtype == np.uint16 and not stacked:
+        raise ImageError("unsupported_mode", f"{name} is 16-bit RGBA; expected 8-bit gray/RGB(A), or 16-bit gray, RGB or multi-page TIFF")
     if channels in (3, 4) and not stacked:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB if channels == 3 else cv2.COLOR_BGRA2RGBA)
     return np.ascontiguousarray(image)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnloop.datasets import decoy_digits, mill, moa, scenes, shortcut
-from attnloop.datasets._family import Family, Sample, generate
+from attnloop.datasets._family import Family, Sample, generate, stream_frames
 from attnloop.datasets.annotations import Annotation, from_manifest_boxes, read_annotations
 from attnloop.datasets.manifest import SPLITS, Record, by_split, class_names, read_manifest, write_manifest
 
@@ -34,6 +34,7 @@ __all__ = [
     "class_names",
     "from_manifest_boxes",
     "generate",
+    "stream_frames",
     "make_dataset",
     "read_annotations",
     "read_manifest",

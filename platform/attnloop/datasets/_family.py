@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -66,6 +66,19 @@ def encode(image: np.ndarray, extension: str) -> bytes:
             raise ValueError(f"could not encode a {image.shape} {image.dtype} array as TIFF")
         return buf.tobytes()
     raise ValueError(f"unknown extension {extension!r}; valid names: png, tiff")
+
+
+def stream_frames(family: Family, *, seed: int = 0, count: int) -> Iterator[tuple[Record, bytes]]:
+    """The first ``count`` images of the family's stream split, rendered in memory as encoded bytes
+    (the same images ``generate`` writes for that split), for the stream simulator."""
+    split_index = SPLITS.index("stream")
+    classes = len(family.classes)
+    for i in range(count):
+        rng = np.random.default_rng([seed, split_index, i])
+        label = i % classes
+        sample = family.render(rng, label, int(rng.integers(family.variants)), "stream")
+        rel = f"images/stream/{i:05d}.{family.extension}"
+        yield Record(rel, "stream", family.classes[label], sample.boxes, sample.confounder_boxes), encode(sample.image, family.extension)
 
 
 def generate(family: Family, out: str | Path, *, seed: int = 0, size: int | None = None, shortcut_rate: float = 1.0) -> list[Record]:
