@@ -54,6 +54,7 @@ class Frame:
     parsed: FrameKey
     hash: str | None = None
     tensor: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # (h, w) of the decoded frame
     reason: str | None = None  # quarantine reason
     message: str | None = None
 
@@ -159,7 +160,9 @@ def _load(store: Store, key: str, parsed: FrameKey, model: OnnxModel, limits: im
         return frame
     frame.hash = content_hash(data)
     try:
-        frame.tensor = imaging.preprocess_bytes(data, model.card, limits=limits, name=key)
+        image = imaging.decode(data, limits=limits, name=key)
+        frame.size = image.shape[:2]
+        frame.tensor = imaging.preprocess(image, model.card, name=key)
     except imaging.ImageError as err:
         frame.reason, frame.message = err.reason, str(err)
     return frame
@@ -291,6 +294,8 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
             "hash": frame.hash,
             "source": frame.parsed.source,
             "date": frame.parsed.date,
+            "width": int(frame.size[1]),
+            "height": int(frame.size[0]),
             "scored_at": now,
             "model_version": version,
             "class": names[int(top[i])],
