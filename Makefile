@@ -2,10 +2,13 @@
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
+# Label Studio runs as its own service, so it gets its own environment (about 1 GB).
+LS_VENV := .venv-ls
+LS_STAMP := $(LS_VENV)/.installed
 
 .PHONY: setup demo test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(LS_STAMP)
 
 # Re-installs only when pyproject.toml changed; torch/torchvision come from this machine's disk.
 $(STAMP): pyproject.toml
@@ -13,6 +16,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
+
+$(LS_STAMP): infra/label-studio/requirements.txt
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet -r infra/label-studio/requirements.txt
+	touch $(LS_STAMP)
 
 demo: setup
 	$(VENV)/bin/attnloop demo
@@ -24,4 +33,4 @@ bench: setup
 	$(VENV)/bin/python benchmarks/inference.py --out docs/benchmarks/inference.md
 
 clean:
-	rm -rf $(VENV) .attnloop
+	rm -rf $(VENV) $(LS_VENV) .attnloop
