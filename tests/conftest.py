@@ -47,3 +47,11 @@ def mlflow_server_url(tmp_path_factory, s3_endpoint):
 
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server"), s3_endpoint) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory, monkeypatch):
+    """Every test gets its own ATTNLOOP_HOME and none of the developer's service settings."""
+    monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path_factory.mktemp("home")))
+    for name in ("MLFLOW_TRACKING_URI", "ATTNLOOP_STORE", "ATTNLOOP_MODEL_NAME", "ATTNLOOP_SERVING_MODEL", "ATTNLOOP_GATE_APPROVAL"):
+        monkeypatch.delenv(name, raising=False)

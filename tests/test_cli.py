@@ -78,6 +78,7 @@ def test_registry_commands_on_the_embedded_store(tiny_data, tmp_path, monkeypatc
     monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0.0")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--guidance", "none"]) == 0
+    assert "tracked in MLflow at sqlite:///" in capsys.readouterr().out  # every training run is tracked
     assert main(["registry", "register", str(tmp_path / "run"), "--name", "cli-abn", "--holdout", str(tiny_data)]) == 0
     assert "registered cli-abn version 1 as challenger" in capsys.readouterr().out
     assert main(["registry", "gate", "--name", "cli-abn", "--holdout", str(tiny_data)]) == 0

@@ -87,12 +87,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"{split:6} accuracy {m['accuracy']:.3f} (n={m['n']}){extra}")
     print(f"wrote {out}/model.pt, card.json, metrics.json ({result.metrics['guided_images']} guided images)")
-    if settings.mlflow_tracking_uri:
+    if not args.no_track:
         from attnloop.publish import track
         from attnloop.registry import connect
 
-        run_id = track(connect(settings.mlflow_tracking_uri), out, artifact_root=settings.artifact_root)
-        print(f"logged to MLflow at {settings.mlflow_tracking_uri} (run {run_id})")
+        run_id = track(connect(settings.registry_uri), out, artifact_root=settings.artifact_root)
+        print(f"tracked in MLflow at {settings.registry_uri} (run {run_id})")
     return 0
 
 
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-weights", default=None, help="local state dict (torchvision ResNet or attnloop checkpoint)")
     tr.add_argument("--init-from", default=None, help="run folder or model.pt to fine-tune")
     tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--no-track", action="store_true", help="do not log the run to MLflow (MLFLOW_TRACKING_URI, else the SQLite file under ATTNLOOP_HOME)")
     tr.set_defaults(func=cmd_train)
 
     ex = sub.add_parser("export", help="export a run to ONNX and print the parity figure")
