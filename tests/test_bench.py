@@ -100,3 +100,20 @@ def test_benchmark_is_logged_to_mlflow_when_a_tracking_uri_is_set(tiny_data, tmp
     assert run.data.params["strategies"] == "random" and run.data.params["budgets"] == "0,2,4"
     assert "auc.random" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.json", "report.md", "curves.png"}
+
+
+def test_strategies_that_pick_the_same_images_share_one_retraining(tiny_data, monkeypatch):
+    import attnloop.bench as bench
+
+    retrainings = []
+    real_train = bench.train
+
+    def recording_train(root, config, **kwargs):
+        if kwargs.get("annotations"):
+            retrainings.append(frozenset(kwargs["annotations"]))
+        return real_train(root, config, **kwargs)
+
+    monkeypatch.setattr(bench, "train", recording_train)
+    rows = bench.run(tiny_data, strategies=("random", "random"), budgets=(3,), seeds=1, initial_epochs=1, retrain_epochs=1, progress=False)
+    assert len(rows) == 2 and rows[0]["accuracy"] == rows[1]["accuracy"]
+    assert len(retrainings) == 1

@@ -130,12 +130,18 @@ def run(
                 arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, **(retrain_options or RETRAIN)
             )
 
+            retrained: dict[frozenset, object] = {}
+
             def retrain_with(chosen: Sequence[str]):
+                """Retraining is deterministic given the boxed set, so strategies that pick the same images share it."""
                 annotations = {i: Annotation(list(truth[i].boxes), label=truth[i].label) for i in chosen if truth[i].boxes}
                 if not annotations:
                     return initial
-                used = records if replay else [r for r in records if r.split != "train" or r.image in annotations]
-                return train(root, retrain, annotations=annotations, records=used, progress=False)
+                key = frozenset(annotations)
+                if key not in retrained:
+                    used = records if replay else [r for r in records if r.split != "train" or r.image in annotations]
+                    retrained[key] = train(root, retrain, annotations=annotations, records=used, progress=False)
+                return retrained[key]
 
             def select_and_retrain(strategy: str, budget: int) -> dict:
                 """``rounds`` × (score with the latest model → select → annotate → retrain from the initial one)."""
