@@ -232,18 +232,10 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _store(settings: Settings, uri: str | None):
-    from attnloop.storage import open_store
-
-    if uri is None:
-        return settings.store(create=True)
-    return open_store(uri, endpoint=settings.s3_endpoint, access_key=settings.s3_access_key, secret_key=settings.s3_secret_key, create=True)
-
-
 def cmd_stream_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.stream import simulate
 
-    store = _store(settings, args.to)
+    store = settings.store(args.to)
     keys = simulate(store, args.family, count=args.count, rate=args.rate, seed=args.seed, source=args.source)
     print(f"wrote {len(keys)} frames to {store.uri}/{keys[0].rsplit('/', 1)[0]}/")
     return 0
@@ -269,7 +261,7 @@ def _onnx_source(settings: Settings, source: str):
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.scoring import report_markdown, score_store
 
-    store = _store(settings, args.store)
+    store = settings.store(args.store)
     model, version = _onnx_source(settings, args.model or f"models:/{settings.model_name}@champion")
     summary = score_store(
         store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
@@ -400,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--object-fraction", type=float, default=0.1, help="typical object area as a share of the image")
     sc.add_argument("--overlays", type=int, default=16, help="attention overlays for this many highest-priority frames")
     sc.set_defaults(func=cmd_score)
+
+    from attnloop.labelstudio.cli import add_commands as add_label_studio_commands
+
+    add_label_studio_commands(sub)
 
     reg = sub.add_parser("registry", help="MLflow model registry: register, gate, approve, roll back")
     reg_cmd = reg.add_subparsers(dest="registry_command", required=True)

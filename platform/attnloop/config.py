@@ -40,11 +40,11 @@ class Settings:
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
 
-    def store(self, *, create: bool = True):
-        """The configured object store (a folder under ``home`` by default)."""
+    def store(self, uri: str | None = None, *, create: bool = True):
+        """The object store at ``uri``, else the configured one (a folder under ``home`` by default)."""
         from attnloop.storage import open_store
 
-        uri = self.store_uri or (self.home / "store").resolve().as_uri()
+        uri = uri or self.store_uri or (self.home / "store").resolve().as_uri()
         return open_store(uri, endpoint=self.s3_endpoint, access_key=self.s3_access_key, secret_key=self.s3_secret_key, create=create)
 
     @property

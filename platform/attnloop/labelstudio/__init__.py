@@ -1,0 +1,47 @@
+"""Label Studio: the box-correction project, tasks out (push), annotations back (harvest).
+
+Conversions between Label Studio results and pixel boxes are pure (``results``); the rest talks
+to a server through ``label_studio_sdk`` 2.x (``LabelStudio(base_url=..., api_key=...)``).
+"""
+
+from attnloop.labelstudio.annotator import put_frames, read_truth, simulate_annotator, write_truth
+from attnloop.labelstudio.harvest import HarvestResult, harvest, latest_version, read_version
+from attnloop.labelstudio.project import TEMPLATES, LabelStudioSettings, bootstrap, find_project, project_classes, template_config
+from attnloop.labelstudio.push import Candidate, PushInterrupted, PushResult, push
+from attnloop.labelstudio.results import (
+    Correction,
+    Problem,
+    clip_box,
+    insert_labels,
+    parse_annotation,
+    percent_to_pixels,
+    pixels_to_percent,
+)
+
+__all__ = [
+    "TEMPLATES",
+    "Candidate",
+    "Correction",
+    "HarvestResult",
+    "LabelStudioSettings",
+    "Problem",
+    "PushInterrupted",
+    "PushResult",
+    "bootstrap",
+    "clip_box",
+    "find_project",
+    "harvest",
+    "insert_labels",
+    "latest_version",
+    "parse_annotation",
+    "percent_to_pixels",
+    "pixels_to_percent",
+    "project_classes",
+    "push",
+    "put_frames",
+    "read_truth",
+    "read_version",
+    "simulate_annotator",
+    "template_config",
+    "write_truth",
+]

@@ -1,0 +1,143 @@
+"""``attnloop ls bootstrap | push | harvest | simulate``: the Label Studio commands.
+
+``add_commands(subparsers)`` registers them on the main parser's subcommands; every handler
+takes ``(args, settings)`` like the other commands. Label Studio's address comes from
+``ATTNLOOP_LABEL_STUDIO_URL``/``_TOKEN``/``_PROJECT`` (LabelStudioSettings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from attnloop.labelstudio.project import TEMPLATES, LabelStudioSettings
+
+
+def _connect(args: argparse.Namespace):
+    ls_settings = LabelStudioSettings.from_env()
+    title = args.title or ls_settings.project
+    return ls_settings, ls_settings.client(), title
+
+
+def _project(ls, ls_settings: LabelStudioSettings, title: str):
+    from attnloop.labelstudio.project import find_project
+
+    project = find_project(ls, title)
+    if project is None:
+        raise LookupError(f"no Label Studio project titled {title!r} at {ls_settings.url}; create it with `attnloop ls bootstrap --card RUN/card.json`")
+    return project
+
+
+def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
+    from attnloop.labelstudio.project import bootstrap
+
+    if bool(args.card) == bool(args.classes):
+        raise ValueError("give the classes with exactly one of --card RUN/card.json or --classes A,B,...")
+    if args.card:
+        from attnloop.card import ModelCard
+
+        classes = list(ModelCard.load(args.card).class_names)
+    else:
+        classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    ls_settings, ls, title = _connect(args)
+    project = bootstrap(ls, title=title, classes=classes, template=args.template)
+    print(f"project {project.id} {title!r} at {ls_settings.url}/projects/{project.id} with classes {', '.join(classes)}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace, settings) -> int:
+    from attnloop.labelstudio.push import Candidate, PushInterrupted, push
+    from attnloop.scoring import read_scores
+
+    store = settings.store(args.store)
+    table = read_scores(store, model_version=args.model_version)
+    if table is None:
+        raise LookupError(f"no scores for model version {args.model_version!r} in {store.uri}; run `attnloop score` first")
+    candidates = sorted((Candidate.from_row(row) for row in table.to_pylist()), key=lambda c: -c.priority)
+    if args.limit is not None:
+        candidates = candidates[: args.limit]
+    ls_settings, ls, title = _connect(args)
+    project = _project(ls, ls_settings, title)
+    try:
+        result = push(ls, project, candidates, store=store, model_version=args.model_version, max_open=args.max_open, batch_size=args.batch_size)
+    except PushInterrupted as err:
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"project {project.id}: {result.created} tasks created, {result.skipped_existing} already queued, "
+        f"{result.skipped_backpressure} held back (max open {args.max_open})"
+    )
+    return 0
+
+
+def cmd_harvest(args: argparse.Namespace, settings) -> int:
+    from attnloop.labelstudio.harvest import harvest
+    from attnloop.labelstudio.project import project_classes
+
+    store = settings.store(args.store)
+    ls_settings, ls, title = _connect(args)
+    project = _project(ls, ls_settings, title)
+    result = harvest(ls, project, store=store, classes=project_classes(project), prefix=args.prefix)
+    for problem in result.problems:
+        print(f"problem ({problem.reason}): {problem.detail}", file=sys.stderr)
+    if result.written:
+        print(f"annotation set v{result.version} at {store.uri}/{result.key}: {result.added} added, {result.updated} updated, {result.removed} removed")
+    else:
+        where = f"v{result.version} ({result.key})" if result.version else "none yet"
+        print(f"nothing new; the latest annotation set is {where}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings) -> int:
+    from attnloop.labelstudio.annotator import read_truth, simulate_annotator
+
+    truth = read_truth(args.truth)
+    ls_settings, ls, title = _connect(args)
+    project = _project(ls, ls_settings, title)
+    counts = simulate_annotator(
+        ls, project, truth, box_jitter=args.box_jitter, miss_rate=args.miss_rate, wrong_class_rate=args.wrong_class_rate,
+        skip_rate=args.skip_rate, seed=args.seed, limit=args.limit,
+    )
+    print(f"project {project.id}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``ls bootstrap | push | harvest | simulate`` on the main parser's subcommands."""
+    ls = subparsers.add_parser("ls", help="Label Studio: project, tasks out, annotations back").add_subparsers(dest="ls_command", required=True)
+    title_help = "project title (default: ATTNLOOP_LABEL_STUDIO_PROJECT or 'attnloop box correction')"
+    store_help = "store URI (default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)"
+
+    bs = ls.add_parser("bootstrap", help="create (or update) the box-correction project with the model's classes")
+    bs.add_argument("--card", type=Path, default=None, help="a model card (RUN/card.json) whose classes become the labels")
+    bs.add_argument("--classes", default=None, help="comma-separated class names (instead of --card)")
+    bs.add_argument("--template", default="box_correction", help=f"{' or '.join(TEMPLATES)}, or an .xml file")
+    bs.add_argument("--title", default=None, help=title_help)
+    bs.set_defaults(func=cmd_bootstrap)
+
+    ps = ls.add_parser("push", help="send the highest-priority scored frames as tasks with pre-annotations (each key once)")
+    ps.add_argument("--model-version", required=True, help="the scores to read and the version recorded on predictions")
+    ps.add_argument("--store", default=None, help=store_help)
+    ps.add_argument("--limit", type=int, default=None, help="at most this many candidates, highest priority first")
+    ps.add_argument("--max-open", type=int, default=None, help="keep at most this many tasks waiting for an annotator")
+    ps.add_argument("--batch-size", type=int, default=100)
+    ps.add_argument("--title", default=None, help=title_help)
+    ps.set_defaults(func=cmd_push)
+
+    hv = ls.add_parser("harvest", help="write the next annotation-set version from new or edited annotations")
+    hv.add_argument("--store", default=None, help=store_help)
+    hv.add_argument("--prefix", default="annotations/", help="where the versions live in the store")
+    hv.add_argument("--title", default=None, help=title_help)
+    hv.set_defaults(func=cmd_harvest)
+
+    sm = ls.add_parser("simulate", help="complete open tasks from ground truth (a simulated annotator)")
+    sm.add_argument("--truth", type=Path, required=True, help="JSONL of manifest records whose 'image' is the object key")
+    sm.add_argument("--box-jitter", type=float, default=0.0, help="edge noise, a share of the box size")
+    sm.add_argument("--miss-rate", type=float, default=0.0)
+    sm.add_argument("--wrong-class-rate", type=float, default=0.0)
+    sm.add_argument("--skip-rate", type=float, default=0.0)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--limit", type=int, default=None, help="at most this many tasks")
+    sm.add_argument("--title", default=None, help=title_help)
+    sm.set_defaults(func=cmd_simulate)

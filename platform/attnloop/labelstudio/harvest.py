@@ -1,0 +1,193 @@
+"""Pull completed annotations out of Label Studio into a versioned annotation set in the store.
+
+A version is two immutable objects: ``<prefix>v000N.jsonl``, the whole set as of that version in
+the annotation-set format training reads (attnloop.datasets.annotations: one ``{"image": <object
+key>, "boxes": [[x0, y0, x1, y1], ...], "label": <class>}`` per line, plus provenance fields
+that reader ignores), and ``<prefix>v000N.json``, its metadata: the JSONL's sha256, the
+watermark and the problems met. The metadata is written last, so a version exists only once
+both are complete; a harvest that dies in between leaves a JSONL the next one overwrites.
+
+The watermark holds, per task, the id and ``updated_at`` of the annotation last taken, so each
+harvest reads only annotations that are new or were edited since; an edited annotation replaces
+the earlier entry for its image in the next version. Skipped (cancelled) annotations are never
+taken. Nothing new: no new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from attnloop.labelstudio.project import COMPLETED, iter_tasks
+from attnloop.labelstudio.push import project_id
+from attnloop.labelstudio.results import NO_OBJECT, Problem, parse_annotation
+from attnloop.storage import Store
+
+_VERSION = re.compile(r"v(\d{4,})\.json")
+
+
+@dataclass(frozen=True)
+class HarvestResult:
+    version: int | None  # the set's version after this harvest (the new one, or the latest if nothing changed)
+    key: str | None  # the JSONL object of that version
+    added: int  # images that entered the set
+    updated: int  # images whose entry an edited (or newer) annotation replaced
+    problems: list[Problem] = field(default_factory=list)
+    removed: int = 0  # images whose latest annotation no longer yields a usable box
+    written: bool = False  # a new version was written
+
+
+def set_key(version: int, prefix: str = "annotations/") -> str:
+    return f"{prefix}v{version:04d}.jsonl"
+
+
+def meta_key(version: int, prefix: str = "annotations/") -> str:
+    return f"{prefix}v{version:04d}.json"
+
+
+def latest_version(store: Store, prefix: str = "annotations/") -> int | None:
+    """The newest complete version (its metadata exists), or None."""
+    versions = [int(m[1]) for info in store.list(prefix) if (m := _VERSION.fullmatch(info.key[len(prefix) :]))]
+    return max(versions) if versions else None
+
+
+def read_version(store: Store, version: int, prefix: str = "annotations/") -> tuple[dict[str, dict], dict]:
+    """A version's entries (by image key) and metadata; checks the JSONL against its recorded hash."""
+    meta = json.loads(store.get(meta_key(version, prefix)))
+    body = store.get(meta["jsonl"])
+    digest = hashlib.sha256(body).hexdigest()
+    if digest != meta["sha256"]:
+        raise ValueError(f"{meta['jsonl']} has sha256 {digest}, but {meta_key(version, prefix)} records {meta['sha256']}; the set was altered")
+    entries = {}
+    for line in body.decode().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entries[entry["image"]] = entry
+    return entries, meta
+
+
+def _as_dict(value: Any) -> dict:
+    if isinstance(value, dict):
+        return value
+    for method in ("model_dump", "dict"):
+        if hasattr(value, method):
+            return getattr(value, method)()
+    return {}
+
+
+def _latest_completed(annotations: Iterable[Any]) -> dict | None:
+    done = [a for a in map(_as_dict, annotations or []) if not a.get("was_cancelled") and a.get("id") is not None]
+    return max(done, key=lambda a: (str(a.get("updated_at") or ""), int(a["id"]))) if done else None
+
+
+def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: str = "annotations/") -> HarvestResult:
+    """Take the completed annotations that are new or edited since the last version and, if there
+    are any, write the next version of the set. Unusable regions are reported as problems (task
+    id and reason), never dropped silently and never stopping the rest."""
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    classes = list(classes)
+    pid = str(project_id(project))
+    previous = latest_version(store, prefix)
+    entries, meta = read_version(store, previous, prefix) if previous is not None else ({}, {})
+    watermarks: dict[str, dict[str, list]] = meta.get("watermark", {})
+    marks = dict(watermarks.get(pid, {}))
+    problems: list[Problem] = []
+    added = updated = removed = 0
+    changed = False
+
+    for task in iter_tasks(ls, int(pid), filters=COMPLETED, fields="all", page_size=500):
+        annotation = _latest_completed(getattr(task, "annotations", None))
+        if annotation is None:
+            continue  # only skipped annotations
+        mark = [annotation["id"], str(annotation.get("updated_at") or "")]
+        if marks.get(str(task.id)) == mark:
+            continue
+        marks[str(task.id)] = mark
+        changed = True
+        data = task.data if isinstance(task.data, dict) else {}
+        image = data.get("key")
+        if not isinstance(image, str) or not image:
+            problems.append(Problem(task.id, "malformed", f"task {task.id}: data has no 'key' (object key); was it created by attnloop push?"))
+            continue
+        correction = parse_annotation(
+            annotation.get("result"), classes=classes, width=data.get("width"), height=data.get("height"), task=task.id
+        )
+        problems.extend(correction.problems)
+        if correction.label is None:
+            labels = {label for box_labels in _box_labels(annotation.get("result")) for label in box_labels if label in classes}
+            correction.label = labels.pop() if len(labels) == 1 else None
+        if not correction.boxes:
+            reason = (
+                f"flagged '{NO_OBJECT}'"
+                if NO_OBJECT in correction.flags
+                else "no usable evidence box" + (" (see the problems above)" if correction.problems else " was drawn")
+            )
+            problems.append(Problem(task.id, "no_box", f"task {task.id}: {reason}; {image} gets no entry in the annotation set"))
+            if entries.pop(image, None) is not None:
+                removed += 1
+            continue
+        entry = {
+            "image": image,
+            "boxes": correction.boxes,
+            "label": correction.label,
+            "hash": data.get("hash"),
+            "predicted": data.get("predicted"),
+            "flags": correction.flags,
+            "comment": correction.comment,
+            "task": task.id,
+            "annotation": annotation["id"],
+            "updated_at": mark[1],
+            "project": int(pid),
+        }
+        if image in entries:
+            updated += 1
+        else:
+            added += 1
+        entries[image] = entry
+
+    if not changed:
+        return HarvestResult(previous, set_key(previous, prefix) if previous is not None else None, 0, 0, problems)
+
+    version = (previous or 0) + 1
+    body = "".join(json.dumps(entries[k], separators=(",", ":")) + "\n" for k in sorted(entries)).encode()
+    key = set_key(version, prefix)
+    store.put(key, body, content_type="application/x-ndjson")
+    store.put(
+        meta_key(version, prefix),
+        json.dumps(
+            {
+                "version": version,
+                "parent": previous,
+                "jsonl": key,
+                "sha256": hashlib.sha256(body).hexdigest(),
+                "count": len(entries),
+                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "project": int(pid),
+                "added": added,
+                "updated": updated,
+                "removed": removed,
+                "problems": [p.to_dict() for p in problems],
+                "watermark": {**watermarks, pid: marks},
+            },
+            indent=1,
+        ).encode(),
+        content_type="application/json",
+    )
+    return HarvestResult(version, key, added, updated, problems, removed, True)
+
+
+def _box_labels(result: Any) -> list[list[str]]:
+    if not isinstance(result, list):
+        return []
+    out = []
+    for item in result:
+        if isinstance(item, dict) and item.get("type") == "rectanglelabels" and isinstance(item.get("value"), dict):
+            labels = item["value"].get("rectanglelabels")
+            if isinstance(labels, list):
+                out.append([label for label in labels if isinstance(label, str)])
+    return out

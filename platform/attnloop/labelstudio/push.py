@@ -1,0 +1,222 @@
+"""Send ranked candidates to Label Studio as tasks with pre-annotations, each object key once.
+
+A task's ``data`` carries the image URL (a presigned store URL), the attention overlay URL, the
+object key and content hash (the idempotency key, DESIGN.md), the priority signals and the
+model version. Its prediction holds the predicted class and the attention box proposal, with
+``score`` = priority so the Data Manager sorts by it.
+
+Before creating anything, push lists every task of the project (all pages) and leaves out
+keys that already have one; tasks go in batches, so a Label Studio that stops mid-push costs
+at most the batch in flight, and a re-run creates exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from attnloop.labelstudio.project import iter_tasks
+from attnloop.labelstudio.results import choices_result, rectangle_result
+from attnloop.storage import Store
+
+log = logging.getLogger(__name__)
+
+URL_LIFETIME = timedelta(days=7)  # the longest an S3 presigned URL may live
+SIGNALS = ("least_confidence", "margin", "entropy", "background_attention", "branch_disagreement")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One frame proposed for correction (what a scoring row holds, reduced to what a task needs)."""
+
+    key: str  # object key of the frame
+    hash: str  # content hash of the frame
+    width: int
+    height: int
+    predicted: str  # the model's class
+    priority: float  # higher: correct sooner
+    confidence: float | None = None
+    attention: np.ndarray | None = None  # h×w map in [0, 1]; None: no box proposal
+    signals: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], *, priority: float | None = None) -> "Candidate":
+        """From a scoring row (attnloop.scoring); priority defaults to the row's 'priority' or
+        to scoring.priority (mean of uncertainty, branch disagreement and background attention)."""
+        missing = [k for k in ("key", "hash", "width", "height", "class") if row.get(k) is None]
+        if missing:
+            raise ValueError(f"candidate {row.get('key', '?')!r} lacks {', '.join(missing)}; expected a scoring row")
+        if priority is None:
+            priority = row.get("priority")
+        if priority is None:
+            from attnloop.scoring import priority as scoring_priority
+
+            priority = scoring_priority(row)
+        attention = None
+        if row.get("attention") is not None and row.get("attention_h") and row.get("attention_w"):
+            attention = np.asarray(row["attention"], np.float32).reshape(int(row["attention_h"]), int(row["attention_w"]))
+        return cls(
+            key=str(row["key"]),
+            hash=str(row["hash"]),
+            width=int(row["width"]),
+            height=int(row["height"]),
+            predicted=str(row["class"]),
+            priority=float(priority),
+            confidence=None if row.get("confidence") is None else float(row["confidence"]),
+            attention=attention,
+            signals={name: float(row[name]) for name in SIGNALS if row.get(name) is not None},
+        )
+
+
+@dataclass(frozen=True)
+class PushResult:
+    created: int
+    skipped_existing: int  # the key already has a task (or came twice in this push)
+    skipped_backpressure: int  # left out because max_open open tasks were reached
+
+
+class PushInterrupted(RuntimeError):
+    """Label Studio stopped answering (or refused a batch) part-way through a push."""
+
+    def __init__(self, message: str, *, created: int, remaining: int) -> None:
+        super().__init__(message)
+        self.created, self.remaining = created, remaining
+
+
+def project_id(project: Any) -> int:
+    return int(project if isinstance(project, int) else project.id)
+
+
+def existing_tasks(ls, project: Any) -> tuple[set[str], int]:
+    """Object keys that already have a task in the project (every page), and how many tasks are open
+    (no annotation yet, not skipped)."""
+    keys, open_count = set(), 0
+    for task in iter_tasks(ls, project_id(project), page_size=1000, include="id,data,total_annotations,cancelled_annotations"):
+        data = task.data if isinstance(task.data, dict) else {}
+        if data.get("key"):
+            keys.add(data["key"])
+        if not (getattr(task, "total_annotations", 0) or getattr(task, "cancelled_annotations", 0)):
+            open_count += 1
+    return keys, open_count
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), 6)
+
+
+def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, model_version: str) -> dict[str, Any]:
+    """The Label Studio task (data + prediction) for one candidate."""
+    from attnloop.proposals import attention_box
+
+    c = candidate
+    data = {
+        "image": image_url,
+        "overlay": overlay_url or image_url,  # the overlay template needs the field on every task
+        "has_overlay": overlay_url is not None,
+        "key": c.key,
+        "hash": c.hash,
+        "width": c.width,
+        "height": c.height,
+        "model_version": model_version,
+        "predicted": c.predicted,
+        "confidence": _round(c.confidence),
+        "priority": _round(c.priority),
+        **{name: _round(value) for name, value in c.signals.items()},
+        "summary": " · ".join(
+            part
+            for part in (
+                f"priority {c.priority:.3f}",
+                f"predicted {c.predicted}" + (f" ({c.confidence:.0%})" if c.confidence is not None else ""),
+                f"model {model_version}",
+                c.key,
+            )
+        ),
+    }
+    result = [choices_result([c.predicted])]
+    box = attention_box(c.attention, (c.height, c.width)) if c.attention is not None else None
+    if box is not None:
+        result.append(rectangle_result(box, c.predicted, c.width, c.height))
+    return {"data": data, "predictions": [{"model_version": model_version, "score": _round(c.priority), "result": result}]}
+
+
+def push(
+    ls,
+    project: Any,
+    candidates: Iterable[Candidate | Mapping[str, Any]],
+    *,
+    store: Store,
+    model_version: str,
+    max_open: int | None = None,
+    batch_size: int = 100,
+    image_url: Callable[[str], str] | None = None,
+) -> PushResult:
+    """Create a task with pre-annotations for every candidate whose key has none yet, highest
+    priority first, keeping at most ``max_open`` tasks open (backpressure).
+
+    ``image_url(key)`` makes the URL an annotator's browser loads; the default presigns the store
+    object for 7 days. Raises :class:`PushInterrupted` (how many were created; re-running is
+    safe) when Label Studio stops answering part-way.
+    """
+    import httpx
+    from label_studio_sdk.core.api_error import ApiError
+
+    from attnloop.scoring import OVERLAYS, overlay_key, safe_version
+
+    service_errors = (httpx.HTTPError, ApiError, ConnectionError, TimeoutError)
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_open is not None and max_open < 0:
+        raise ValueError(f"max_open must be zero or more, got {max_open}")
+    pid = project_id(project)
+    existing, open_count = existing_tasks(ls, pid)
+    fresh, skipped_existing = [], 0
+    for item in candidates:
+        candidate = item if isinstance(item, Candidate) else Candidate.from_row(item)
+        if candidate.key in existing:
+            skipped_existing += 1
+            continue
+        existing.add(candidate.key)
+        fresh.append(candidate)
+    fresh.sort(key=lambda c: -c.priority)  # stable: equal priorities keep their order
+    room = len(fresh) if max_open is None else max(0, max_open - open_count)
+    todo, skipped_backpressure = fresh[:room], len(fresh) - min(room, len(fresh))
+    if skipped_backpressure:
+        log.info("project %s has %d open tasks (cap %s): %d candidates wait for the next push", pid, open_count, max_open, skipped_backpressure)
+    if not todo:
+        return PushResult(0, skipped_existing, skipped_backpressure)
+
+    overlays = {info.key for info in store.list(f"{OVERLAYS}{safe_version(model_version)}/")}
+    url = image_url or (lambda key: store.presign(key, expires=URL_LIFETIME))
+    created = 0
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        tasks = []
+        for c in batch:
+            overlay = overlay_key(model_version, c.key)
+            tasks.append(task_for(c, image_url=url(c.key), overlay_url=url(overlay) if overlay in overlays else None, model_version=model_version))
+        try:
+            response = ls.projects.import_tasks(id=pid, request=tasks, return_task_ids=True)
+        except service_errors as err:
+            raise PushInterrupted(
+                f"push to Label Studio project {pid} stopped after {created} of {len(todo)} new tasks were created "
+                f"({len(todo) - created} not sent): {_describe(err)}. Re-running the push is safe: tasks already "
+                "created are found by their object key and are not created again.",
+                created=created,
+                remaining=len(todo) - created,
+            ) from err
+        created += int(response.task_count if response.task_count is not None else len(batch))
+    return PushResult(created, skipped_existing, skipped_backpressure)
+
+
+def _describe(err: BaseException) -> str:
+    from label_studio_sdk.core.api_error import ApiError
+
+    if isinstance(err, ApiError):
+        return f"Label Studio answered {err.status_code}: {str(err.body)[:300]}"
+    return f"{type(err).__name__}: {err}"
