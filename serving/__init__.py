@@ -1,0 +1,1 @@
+"""The ONNX Runtime service (``serving.app``); it never imports torch."""

@@ -1,0 +1,361 @@
+"""The ONNX Runtime prediction service: class, probabilities, attention map and box, priority signals.
+
+Run it from the repository root::
+
+    python -m uvicorn serving.app:create_app --factory --host 127.0.0.1 --port 8080
+
+It serves ``ATTNLOOP_SERVING_MODEL`` — a path to an ``.onnx`` file, ``models:/NAME@ALIAS`` or
+``models:/NAME/VERSION`` — and by default ``models:/{ATTNLOOP_MODEL_NAME}@champion`` from the
+configured MLflow registry, following the alias as it moves. Preprocessing comes from the model
+card inside the ONNX file. This module never imports torch.
+
+Routes: ``GET /health``, ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
+naming an object in the store), ``POST /admin/reload`` and the Label Studio ML backend under ``/ls``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from attnloop import imaging
+from attnloop.config import Settings
+from attnloop.imaging import ImageError, Limits
+from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
+from attnloop.proposals import attention_box
+from attnloop.runtime import OnnxModel
+from serving import labelstudio
+from serving.batching import MicroBatcher, Runner
+
+log = logging.getLogger(__name__)
+
+SOURCE_ENV = "ATTNLOOP_SERVING_MODEL"
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/webp", "application/octet-stream")
+JSON_LIMIT = 1 << 20  # a JSON request body (an object key, Label Studio tasks)
+INLINE_BYTES = 64 << 10  # smaller images are decoded on the event loop: a thread hop costs more than the decode
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
+
+
+# --- which model, and following its alias -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded model and where it came from; requests hold on to the one they started with."""
+
+    model: OnnxModel
+    version: str
+    source: str
+    loaded_at: float
+
+
+class Reloader:
+    """Loads the model named by ``source`` and, for ``models:/NAME@ALIAS``, follows the alias.
+
+    :meth:`check_now` loads the version the alias points to when it moved and swaps the served
+    reference in one assignment; requests already running keep the model they hold.
+    """
+
+    def __init__(self, source: str, *, registry_uri: str, device: str = "auto", threads: int | None = None) -> None:
+        self.source, self.registry_uri, self.device, self.threads = source, registry_uri, device, threads
+        match = _MODELS_URI.match(source)
+        if source.startswith("models:/") and match is None:
+            raise ValueError(f"model source {source!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+        self.name = match["name"] if match else None
+        self.alias = match["alias"] if match else None
+        self.pinned = match["version"] if match else None
+        self.path = None if match else Path(source)
+        self.current: Served | None = None
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._client = None
+
+    @property
+    def follows_alias(self) -> bool:
+        return self.alias is not None
+
+    def _registry(self):
+        if self._client is None:
+            from attnloop import registry
+
+            self._client = registry.connect(self.registry_uri)
+        return self._client
+
+    def _load_file(self) -> Served:
+        assert self.path is not None
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file {self.path} does not exist; set {SOURCE_ENV} to an .onnx file or models:/NAME@ALIAS")
+        data = self.path.read_bytes()
+        version = f"{self.path.name}@{hashlib.sha256(data).hexdigest()[:12]}"
+        return Served(OnnxModel(data, device=self.device, threads=self.threads), version, self.source, time.time())
+
+    def _load_version(self, version: str) -> Served:
+        from attnloop import registry
+
+        with tempfile.TemporaryDirectory(prefix="attnloop-serving-") as tmp:  # the session holds the model; the file can go
+            path = registry.download(self._registry(), self.name, version, tmp)
+            model = OnnxModel(path, device=self.device, threads=self.threads)
+        return Served(model, version, self.source, time.time())
+
+    def check_now(self) -> bool:
+        """Load the model if none is loaded or the alias moved; True when the served model changed.
+
+        Registry errors are kept in :attr:`last_error` and the current model goes on serving.
+        """
+        with self._lock:
+            if self.path is not None:
+                if self.current is None:
+                    self.current = self._load_file()
+                    return True
+                return False
+            from attnloop import registry
+
+            try:
+                version = self.pinned or registry.alias_version(self._registry(), self.name, self.alias)
+                if version is None:
+                    self.last_error = f"{self.name} has no version with the alias {self.alias!r}"
+                    log.warning("%s; still serving %s", self.last_error, self.current.version if self.current else "nothing")
+                    return False
+                if self.current is not None and self.current.version == version:
+                    self.last_error = None
+                    return False
+                served = self._load_version(version)
+            except Exception as err:  # keep serving what we have; report why we could not move
+                self.last_error = f"{self.source}: {type(err).__name__}: {err}"
+                log.warning("model check failed: %s", self.last_error)
+                return False
+            previous, self.current, self.last_error = self.current, served, None
+            log.info("serving %s version %s (was %s)", self.name, version, previous.version if previous else "nothing")
+            return True
+
+    async def follow(self, interval: float) -> None:
+        """Check the alias every ``interval`` seconds, forever (a background task)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.check_now)
+            except Exception:  # the follower must outlive any one failed check
+                log.exception("model check failed")
+
+
+# --- image headers: refuse huge images before decoding allocates them ---------------------------
+
+
+def _image_error(err: ImageError) -> HTTPException:
+    return HTTPException(413 if err.reason == "too_large" else 422, str(err))
+
+
+def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[int, int]) -> dict[str, Any]:
+    """One image's outputs (leading axis 1) → the JSON answer."""
+    names = served.model.card.class_names
+    p = outputs["probabilities"]
+    top = int(p[0].argmax())
+    attention = outputs["attention"][0, 0]
+    box = attention_box(attention, image_size)
+    return {
+        "class": names[top],
+        "confidence": float(p[0, top]),
+        "probabilities": {name: float(v) for name, v in zip(names, p[0])},
+        "attention": attention.tolist(),
+        "attention_box": None if box is None else list(box),
+        "image_size": list(image_size),
+        "signals": {
+            "least_confidence": float(least_confidence(p)[0]),
+            "margin": float(margin(p)[0]),
+            "entropy": float(entropy(p)[0]),
+            "branch_disagreement": float(branch_disagreement(p, outputs["attention_probabilities"])[0]),
+        },
+        "model_version": served.version,
+    }
+
+
+class Service:
+    """What the routes share: the reloader, the batcher, the limits and the object store."""
+
+    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits, settings: Settings) -> None:
+        self.reloader, self.runner, self.limits, self.settings = reloader, runner, limits, settings
+        self._store = None
+
+    def current(self) -> Served:
+        served = self.reloader.current
+        if served is None:
+            why = self.reloader.last_error or "the model is still loading"
+            raise HTTPException(503, f"no model is loaded yet ({why}); try again shortly")
+        return served
+
+    def store(self):
+        if self._store is None:
+            try:
+                self._store = self.settings.store(create=False)
+            except ValueError as err:
+                raise HTTPException(503, f"the object store is not available: {err}; set ATTNLOOP_STORE") from None
+        return self._store
+
+    async def read_body(self, request: Request, limit: int, *, hint: str = "send a smaller image") -> bytes:
+        """The body, refused with 413 as soon as it is known to exceed ``limit`` (header or bytes read)."""
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPException(400, f"Content-Length {declared!r} is not a byte count")
+            if int(declared) > limit:
+                raise HTTPException(413, f"the request body is {int(declared)} bytes; the limit is {limit} bytes — {hint}")
+        chunks, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise HTTPException(413, f"the request body exceeds the limit of {limit} bytes — {hint}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        body = await self.read_body(request, JSON_LIMIT, hint="send fewer tasks per request")
+        try:
+            payload = json.loads(body)
+        except ValueError as err:
+            raise HTTPException(422, f"the body is not valid JSON ({err})") from None
+        if not isinstance(payload, dict):
+            raise HTTPException(422, f"expected a JSON object, got {type(payload).__name__}")
+        return payload
+
+    async def fetch_key(self, key: str) -> bytes:
+        store = self.store()
+        try:
+            return await asyncio.to_thread(store.get, key)
+        except KeyError:
+            raise HTTPException(404, f"no object {key!r} in the store {store.uri}; check the key (it is relative to the store's prefix)") from None
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+
+    def _prepare(self, data: bytes, served: Served, name: str) -> tuple[tuple[int, int], np.ndarray]:
+        size = imaging.header_size(data)
+        if size is not None and size[0] * size[1] > self.limits.max_pixels:
+            raise HTTPException(413, f"{name} is {size[0]}×{size[1]} px; the limit is {self.limits.max_pixels} pixels")
+        try:
+            image = imaging.decode(data, limits=self.limits, name=name)
+            return image.shape[:2], imaging.preprocess(image, served.model.card, name=name)
+        except ImageError as err:
+            raise _image_error(err) from None
+
+    async def predict(self, load: Callable[[], Awaitable[tuple[bytes, str]]]) -> dict[str, Any]:
+        """Fetch the bytes (and a name for messages), decode and preprocess them for the current model,
+        run them (batched with other requests) and answer."""
+        with self.runner.arrival() as arrival:
+            data, name = await load()
+            served = self.current()
+            if len(data) <= INLINE_BYTES:
+                size, x = self._prepare(data, served, name)
+            else:
+                size, x = await asyncio.to_thread(self._prepare, data, served, name)
+            outputs = await arrival.submit(served.model, x)
+        return respond(outputs, served, size)
+
+
+def create_app(
+    *,
+    model_source: str | None = None,
+    settings: Settings | None = None,
+    reload_interval: float = 10.0,
+    max_batch: int = 16,
+    max_wait_ms: float = 5.0,
+    micro_batching: bool = True,
+    limits: Limits | None = None,
+    device: str = "auto",
+) -> FastAPI:
+    """The service, configured from ``settings`` (the environment by default)."""
+    if reload_interval <= 0:
+        raise ValueError(f"reload_interval is in seconds and must be positive, got {reload_interval}")
+    settings = settings or Settings.from_env()
+    source = model_source or os.environ.get(SOURCE_ENV) or f"models:/{settings.model_name}@champion"
+    reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
+    runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
+    service = Service(reloader=reloader, runner=runner, limits=limits or Limits(), settings=settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runner.start()
+        try:
+            await asyncio.to_thread(reloader.check_now)  # a missing file fails here; a registry without a champion is retried
+        except Exception:
+            await runner.stop()
+            raise
+        follower = asyncio.create_task(reloader.follow(reload_interval)) if reloader.follows_alias else None
+        try:
+            yield
+        finally:
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+            await runner.stop()
+
+    app = FastAPI(title="attnloop serving", lifespan=lifespan)
+    app.state.service, app.state.reloader = service, reloader
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        served = reloader.current
+        if served is None:
+            return JSONResponse({"status": "unavailable", "detail": reloader.last_error or "the model is still loading"}, 503)
+        return JSONResponse({"status": "ok", "model_version": served.version})
+
+    @app.get("/model")
+    async def model() -> dict[str, Any]:
+        served = service.current()
+        return {
+            "version": served.version,
+            "source": served.source,
+            "card": served.model.card.to_dict(),
+            "provider": served.model.provider,
+            "loaded_at": served.loaded_at,
+            "last_error": reloader.last_error,
+            "batching": {"micro_batching": micro_batching, "max_batch": max_batch, "max_wait_ms": max_wait_ms, **runner.stats.as_dict()},
+        }
+
+    @app.post("/predict")
+    async def predict(request: Request) -> JSONResponse:
+        media = (request.headers.get("content-type") or "application/octet-stream").split(";")[0].strip().lower()
+        if media == "application/json":
+
+            async def load() -> tuple[bytes, str]:
+                key = (await service.read_json(request)).get("key")
+                if not isinstance(key, str) or not key:
+                    raise HTTPException(422, 'expected a JSON body {"key": "<object key in the store>"}')
+                return await service.fetch_key(key), key
+
+        elif media in IMAGE_TYPES:
+
+            async def load() -> tuple[bytes, str]:
+                return await service.read_body(request, service.limits.max_bytes), "the uploaded image"
+
+        else:
+            raise HTTPException(
+                415,
+                f"Content-Type {media!r} is not accepted; send the image bytes as {', '.join(IMAGE_TYPES)}, "
+                'or JSON {"key": "<object key>"} as application/json',
+            )
+        return JSONResponse(await service.predict(load))
+
+    @app.post("/admin/reload")
+    async def reload() -> dict[str, Any]:
+        """Check the registry now instead of waiting for the next interval."""
+        changed = await asyncio.to_thread(reloader.check_now)
+        served = reloader.current
+        return {"changed": changed, "model_version": served.version if served else None, "last_error": reloader.last_error}
+
+    app.include_router(labelstudio.router)
+    return app
