@@ -25,6 +25,8 @@ from attnloop.datasets import FAMILIES, make_dataset
 from attnloop.masks import box_mask
 from attnloop.training import TrainConfig, resolve_annotations, train
 
+from _common import emit
+
 TRAININGS = {
     "unguided": (dict(guidance="none"), None),
     "all boxes": (dict(guidance="match", guidance_weight=10.0, counterexamples="append"), "manifest"),
@@ -119,13 +121,7 @@ def main() -> int:
             "",
         ]
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
-    else:
-        print(report)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from attnloop.datasets import Annotation, by_split, make_dataset, read_manifest
 from attnloop.priority.strategies import Context, rank
 from attnloop.training import TrainConfig, save_run, train
 
+from _common import emit
+
 DEFAULT = dict(guidance="match", guidance_weight=10.0, counterexamples="append", guided_share=0.5)
 VARIANTS = {
     "default (fine-tune, match λ=10, counterex., replay, oversampled)": dict(),
@@ -113,13 +115,7 @@ def main() -> int:
         "",
     ]
     report = "\n".join(lines)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
-    else:
-        print(report)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

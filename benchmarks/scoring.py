@@ -33,11 +33,7 @@ from attnloop.storage import open_store
 from attnloop.stream import iter_frames, simulate
 from attnloop.training import TrainConfig, train
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _common import emit, free_port
 
 
 def wait_for_port(port: int, timeout: float = 60) -> None:
@@ -131,13 +127,7 @@ def main() -> int:
             "",
         ]
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
-    else:
-        print(report)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":
