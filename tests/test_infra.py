@@ -1,0 +1,88 @@
+"""The docker-compose stack parses and holds together (where docker is absent, a structural check)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+INFRA = Path(__file__).resolve().parents[1] / "infra"
+SERVICES = {"objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving"}
+ONE_SHOT = {"buckets"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((INFRA / "docker-compose.yml").read_text())
+
+
+def test_every_service_is_there_pinned_and_health_checked(compose):
+    services = compose["services"]
+    assert set(services) == SERVICES
+    for name, service in services.items():
+        image = service.get("image", "")
+        assert re.fullmatch(r"[\w./-]+:[\w.${}:-]+", image) and not image.endswith(":latest"), f"{name}: image {image!r} is not pinned"
+        if name not in ONE_SHOT:
+            test = service.get("healthcheck", {}).get("test")
+            assert test and test[0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            assert rule["condition"] in ("service_healthy", "service_completed_successfully")
+    assert set(compose["volumes"]) >= {"objectstore", "postgres", "label-studio"}
+
+
+def test_every_variable_the_stack_reads_is_in_the_example_env(compose):
+    text = (INFRA / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
+    example = {line.split("=", 1)[0] for line in (INFRA / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#")}
+    assert used <= example, f"missing from .env.example: {sorted(used - example)}"
+
+
+def test_builds_and_mounts_point_at_files_that_exist(compose):
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if build:
+            context = (INFRA / build["context"]).resolve()
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), f"{name}: no Dockerfile"
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("."):
+                assert (INFRA / source).exists(), f"{name} mounts missing {source}"
+
+
+def _compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+
+
+# The part of the Compose specification this stack uses: key → allowed types.
+SERVICE_KEYS = {
+    "image": str, "build": dict, "command": (str, list), "entrypoint": (str, list), "environment": dict,
+    "volumes": list, "ports": list, "healthcheck": dict, "depends_on": dict, "restart": str,
+}
+HEALTHCHECK_KEYS = {"test": list, "interval": str, "timeout": str, "retries": int, "start_period": str}
+
+
+def test_compose_file_is_valid(compose):
+    """``docker compose config`` where the plugin exists; otherwise a schema check of the keys this stack uses."""
+    if _compose_available():
+        result = subprocess.run(
+            ["docker", "compose", "--env-file", str(INFRA / ".env.example"), "-f", str(INFRA / "docker-compose.yml"), "config", "-q"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return
+    assert set(compose) <= {"name", "services", "volumes", "networks"} | {k for k in compose if k.startswith("x-")}
+    for name, service in compose["services"].items():
+        for key, value in service.items():
+            assert key in SERVICE_KEYS, f"{name}: unknown key {key!r}"
+            assert isinstance(value, SERVICE_KEYS[key]), f"{name}.{key} has the wrong type {type(value).__name__}"
+        assert "image" in service or "build" in service, f"{name} has neither image nor build"
+        assert all(isinstance(v, str) for v in service.get("environment", {}).values()), f"{name}: environment values must be strings"
+        for key, value in service.get("healthcheck", {}).items():
+            assert key in HEALTHCHECK_KEYS and isinstance(value, HEALTHCHECK_KEYS[key]), f"{name}.healthcheck.{key}"
