@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import pytest
+
+from attnloop.datasets import read_manifest
+from attnloop.imaging import encode_png
+from attnloop.storage import LocalStore
+from attnloop.training import TrainConfig, train
+from attnloop.trainset import materialize
+
+
+def annotated_store(tmp_path, entries):
+    store = LocalStore(tmp_path / "store")
+    for i, entry in enumerate(entries):
+        store.put(entry["image"], encode_png(np.full((32, 32, 1), 20 * i, np.uint8)))
+    store.put("annotations/v0001.jsonl", "".join(json.dumps(e) + "\n" for e in entries).encode())
+    return store
+
+
+def test_an_annotation_set_becomes_a_training_folder_with_the_base_replayed(tiny_data, tmp_path):
+    entries = [
+        {"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 12, 12]], "label": "square"},
+        {"image": "frames/l1/2026-11-26/b.png", "boxes": [[4, 4, 16, 8]], "label": "bar"},
+        {"image": "frames/l1/2026-11-26/c.png", "boxes": [[1, 1, 5, 5]], "label": None},  # no class: left out
+    ]
+    store = annotated_store(tmp_path, entries)
+    root, annotations = materialize(store, "annotations/v0001.jsonl", out=tmp_path / "set", base=tiny_data)
+    records = read_manifest(root)
+    assert len(records) == len(read_manifest(tiny_data)) + 2
+    assert sorted(annotations) == ["annotated/frames/l1/2026-11-26/a.png", "annotated/frames/l1/2026-11-26/b.png"]
+    assert (root / "annotated/frames/l1/2026-11-26/a.png").read_bytes() == store.get(entries[0]["image"])
+    assert all((root / r.image).is_file() for r in records)
+    result = train(root, TrainConfig(epochs=1, guidance="outside"), annotations=annotations, progress=False)
+    assert result.metrics["guided_images"] == 2
+
+
+def test_a_class_the_base_does_not_know_is_refused(tiny_data, tmp_path):
+    store = annotated_store(tmp_path, [{"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 9, 9]], "label": "cat"}])
+    with pytest.raises(ValueError, match="class 'cat' is not one of"):
+        materialize(store, "annotations/v0001.jsonl", out=tmp_path / "set", base=tiny_data)
+    empty = annotated_store(tmp_path / "e", [{"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 9, 9]]}])
+    with pytest.raises(ValueError, match="nothing to retrain on"):
+        materialize(empty, "annotations/v0001.jsonl", out=tmp_path / "set2", base=tiny_data)
