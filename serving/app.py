@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -38,6 +37,7 @@ from attnloop.config import Settings
 from attnloop.imaging import ImageError, Limits
 from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
 from attnloop.proposals import attention_box
+from attnloop.registry import parse_source
 from attnloop.runtime import OnnxModel
 from serving import labelstudio
 from serving.batching import MicroBatcher, Runner
@@ -48,7 +48,6 @@ SOURCE_ENV = "ATTNLOOP_SERVING_MODEL"
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp", "image/webp", "application/octet-stream")
 JSON_LIMIT = 1 << 20  # a JSON request body (an object key, Label Studio tasks)
 INLINE_BYTES = 64 << 10  # smaller images are decoded on the event loop: a thread hop costs more than the decode
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
 
 
 # --- which model, and following its alias -------------------------------------------------------
@@ -73,13 +72,8 @@ class Reloader:
 
     def __init__(self, source: str, *, registry_uri: str, device: str = "auto", threads: int | None = None) -> None:
         self.source, self.registry_uri, self.device, self.threads = source, registry_uri, device, threads
-        match = _MODELS_URI.match(source)
-        if source.startswith("models:/") and match is None:
-            raise ValueError(f"model source {source!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
-        self.name = match["name"] if match else None
-        self.alias = match["alias"] if match else None
-        self.pinned = match["version"] if match else None
-        self.path = None if match else Path(source)
+        parsed = parse_source(source)
+        self.name, self.alias, self.pinned, self.path = parsed.name, parsed.alias, parsed.version, parsed.path
         self.current: Served | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()

@@ -241,28 +241,16 @@ def cmd_stream_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _onnx_source(settings: Settings, source: str):
-    """An ONNX file, or ``models:/NAME@ALIAS`` from the registry; returns the model and its version."""
-    import tempfile
-
-    from attnloop.runtime import OnnxModel
-
-    if source.startswith("models:/"):
-        from attnloop import registry
-
-        name, _, alias = source[len("models:/") :].partition("@")
-        if not name or not alias:
-            raise ValueError(f"{source!r}: expected models:/NAME@ALIAS, e.g. models:/{settings.model_name}@champion")
-        return registry.load(registry.connect(settings.registry_uri), name, alias=alias, dst=tempfile.mkdtemp(), device="auto")
-    model = OnnxModel(source, device="auto", threads=settings.threads)
-    return model, model.metadata.get("attnloop.version", Path(source).stem)
-
-
 def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.scoring import report_markdown, score_store
 
     store = settings.store(args.store)
-    model, version = _onnx_source(settings, args.model or f"models:/{settings.model_name}@champion")
+    import tempfile
+
+    from attnloop.registry import open_source
+
+    source = args.model or f"models:/{settings.model_name}@champion"
+    model, version = open_source(source, registry_uri=settings.registry_uri, dst=tempfile.mkdtemp(prefix="attnloop-model-"), threads=settings.threads)
     summary = score_store(
         store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
         object_fraction=args.object_fraction, overlays=args.overlays,

@@ -16,6 +16,7 @@ import logging
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -169,6 +170,53 @@ def load(client, name: str, *, alias: str = CHAMPION, dst: str | Path, device: s
     if version is None:
         raise LookupError(f"{name} has no version with the alias {alias!r}")
     return OnnxModel(download(client, name, version, dst), device=device), version
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a model comes from: an ONNX file, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+
+    name: str | None = None
+    alias: str | None = None
+    version: str | None = None
+    path: Path | None = None
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
+
+
+def parse_source(source: str) -> Source:
+    match = _MODELS_URI.match(source)
+    if match:
+        return Source(match["name"], match["alias"], match["version"])
+    if source.startswith("models:/"):
+        raise ValueError(f"model source {source!r} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    return Source(path=Path(source))
+
+
+def open_source(source: str, *, registry_uri: str, dst: str | Path, device: str = "auto", threads: int | None = None) -> tuple[OnnxModel, str]:
+    """The model a source names, on ONNX Runtime, and its version (the registry's, or the file's name)."""
+    parsed = parse_source(source)
+    if parsed.path is not None:
+        if not parsed.path.is_file():
+            raise FileNotFoundError(f"model file {parsed.path} does not exist")
+        return OnnxModel(parsed.path, device=device, threads=threads), parsed.path.stem
+    client = connect(registry_uri)
+    version = parsed.version or alias_version(client, parsed.name, parsed.alias)
+    if version is None:
+        raise LookupError(f"{parsed.name} has no version with the alias {parsed.alias!r}")
+    return OnnxModel(download(client, parsed.name, version, dst), device=device, threads=threads), version
+
+
+def checkpoint(client, name: str, version: str, dst: str | Path) -> Path:
+    """The PyTorch checkpoint (``model.pt``) logged with a version's run, for fine-tuning it."""
+    import mlflow.artifacts
+
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        raise LookupError(f"{name} version {version} has no run, so no PyTorch checkpoint")
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="pytorch/model.pt", dst_path=str(dst), tracking_uri=client.tracking_uri)
+    return Path(local)
 
 
 def _scalar_tags(decision: Decision) -> dict[str, str]:
