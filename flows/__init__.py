@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers over attnloop's core functions (see each module)."""

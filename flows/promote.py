@@ -1,0 +1,57 @@
+"""``promote``: the gate, challenger vs champion on the fixed holdout; in approval mode the flow
+pauses for a person's decision (Prefect's run input), or ``attnloop registry approve`` decides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from prefect import flow, get_run_logger, pause_flow_run, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.input import RunInput
+
+from attnloop.config import Settings
+from attnloop.gate import AWAIT
+
+
+class Approval(RunInput):
+    approve: bool
+    by: str = "prefect"
+
+
+@task
+def run_gate(holdout: str, split: str, approval: bool) -> dict:
+    from attnloop import registry
+    from attnloop.holdout import load_holdout
+
+    settings = Settings.from_env()
+    policy = dataclasses.replace(settings.gate, approval=settings.gate.approval or approval)
+    decision, version, text = registry.gate(
+        registry.connect(settings.registry_uri), name=settings.model_name, holdout=load_holdout(holdout, split=split), policy=policy
+    )
+    create_markdown_artifact(text, key="gate-decision", description=f"gate on version {version}")
+    return {"action": decision.action, "version": version, "reasons": decision.reasons}
+
+
+@task
+def approve(version: str, by: str) -> None:
+    from attnloop import registry
+
+    settings = Settings.from_env()
+    registry.approve(registry.connect(settings.registry_uri), settings.model_name, version, by=by)
+
+
+@flow(name="promote", log_prints=True)
+def promote(holdout: str, split: str = "test", approval: bool = False, approval_timeout: int = 24 * 3600) -> dict:
+    """Returns the gate's action (promote, refuse, awaiting-approval, approved, rejected) and the version."""
+    outcome = run_gate(holdout, split, approval)
+    logger = get_run_logger()
+    if outcome["action"] == AWAIT and approval:
+        logger.info("version %s passed the gate and waits for approval", outcome["version"])
+        answer = pause_flow_run(wait_for_input=Approval, timeout=approval_timeout, key=f"approve-{outcome['version']}")
+        if answer.approve:
+            approve(outcome["version"], answer.by)
+            outcome["action"] = "approved"
+        else:
+            outcome["action"] = "rejected"
+    logger.info("gate: %s for version %s %s", outcome["action"], outcome["version"], "; ".join(outcome["reasons"]))
+    return outcome

@@ -1,0 +1,36 @@
+"""``score``: every new frame in the store, scored by the champion through ONNX Runtime, once."""
+
+from __future__ import annotations
+
+import tempfile
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.tasks import exponential_backoff
+
+from attnloop.config import Settings
+from attnloop.registry import open_source
+from attnloop.scoring import report_markdown, score_store
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5)
+def score_frames(store_uri: str | None, model: str | None, source: str | None, object_fraction: float, overlays: int) -> dict:
+    """Rerunning is safe: the ledger makes a retry score only what is left."""
+    settings = Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="attnloop-score-") as tmp:
+        onnx, version = open_source(
+            model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads
+        )
+        summary = score_store(
+            settings.store(store_uri), onnx, model_version=version, source=source, object_fraction=object_fraction,
+            overlays=overlays, progress=False,
+        )
+    create_markdown_artifact(report_markdown(summary), key="scoring-summary", description=f"scoring run {summary.run_id}")
+    return summary.to_dict()
+
+
+@flow(name="score", log_prints=True)
+def score(store: str | None = None, model: str | None = None, source: str | None = None, object_fraction: float = 0.1, overlays: int = 16) -> dict:
+    summary = score_frames(store, model, source, object_fraction, overlays)
+    get_run_logger().info("scored %d frames, %d quarantined, %d already done", summary["scored"], summary["quarantined"], summary["already_done"])
+    return summary

@@ -1,0 +1,72 @@
+"""The flows on Prefect's real engine (a temporary server from ``prefect_test_harness``)."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from attnloop import registry
+from attnloop.config import Settings
+from attnloop.gate import PROMOTE
+from attnloop.imaging import encode_png
+from attnloop.stream import frame_key
+from conftest import write_tiny_manifest
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_score_flow_scores_each_frame_once(tiny_data, tmp_path):
+    from attnloop.export import export_onnx
+    from attnloop.training import TrainConfig, train
+    from flows.score import score
+
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    model = export_onnx(result.model, result.card, tmp_path / "m.onnx")
+    store = Settings.from_env().store()
+    for i in range(6):
+        store.put(frame_key("line-1", "2026-11-26", f"{i:03d}"), encode_png(np.full((32, 32, 1), 30 * i, np.uint8)))
+    first = score(model=str(model))
+    again = score(model=str(model))
+    assert (first["scored"], again["scored"], again["already_done"]) == (6, 0, 6)
+
+
+def test_retrain_then_promote(tmp_path, monkeypatch):
+    """A weak champion; the retrain flow fine-tunes it on an annotation set plus the base data and
+    registers a challenger; the promote flow's gate promotes it, and the version records why."""
+    from attnloop.publish import register_run
+    from attnloop.training import TrainConfig, save_run, train
+    from flows.promote import promote
+    from flows.retrain import retrain
+
+    monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0")
+    data = write_tiny_manifest(tmp_path / "data", per_class=20)
+    settings = Settings.from_env()
+    client = registry.connect(settings.registry_uri)
+    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
+    first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
+    assert promote(holdout=str(data))["action"] == PROMOTE
+    store = settings.store()
+    entries = []
+    for i, label in enumerate(["square", "bar"] * 3):
+        key = frame_key("line-1", "2026-11-26", f"{i:03d}")
+        image = np.zeros((32, 32, 1), np.uint8)
+        box = [4, 4, 14, 14] if label == "square" else [4, 4, 16, 8]
+        image[box[1] : box[3], box[0] : box[2]] = 220
+        store.put(key, encode_png(image))
+        entries.append({"image": key, "boxes": [box], "label": label})
+    body = "".join(json.dumps(e) + "\n" for e in entries).encode()
+    store.put("annotations/v0001.jsonl", body)  # what `attnloop ls harvest` writes: the set, then its metadata
+    store.put("annotations/v0001.json", json.dumps({"jsonl": "annotations/v0001.jsonl", "sha256": hashlib.sha256(body).hexdigest()}).encode())
+    version = retrain(base_data=str(data), holdout=str(data), epochs=6)
+    tags = registry.version_tags(client, settings.model_name, version)
+    assert tags["parent_version"] == first and tags["annotation_set"] == "annotations/v0001.jsonl"
+    assert registry.alias_version(client, settings.model_name, registry.CHALLENGER) == version
+    outcome = promote(holdout=str(data))
+    assert outcome == {"action": PROMOTE, "version": version, "reasons": []}
+    assert registry.alias_version(client, settings.model_name, registry.CHAMPION) == version
