@@ -55,3 +55,12 @@ def isolated_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path_factory.mktemp("home")))
     for name in ("MLFLOW_TRACKING_URI", "ATTNLOOP_STORE", "ATTNLOOP_MODEL_NAME", "ATTNLOOP_SERVING_MODEL", "ATTNLOOP_GATE_APPROVAL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """``(url, token)`` of a real Label Studio server for the whole session (see tests/labelstudio_server.py)."""
+    from labelstudio_server import label_studio_server
+
+    with label_studio_server(tmp_path_factory.mktemp("label-studio")) as server:
+        yield server

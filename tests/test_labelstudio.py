@@ -56,21 +56,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def ls_server(tmp_path_factory):
-    import os
-
-    url, token = os.environ.get("ATTNLOOP_LABEL_STUDIO_URL"), os.environ.get("ATTNLOOP_LABEL_STUDIO_TOKEN")
-    if url:
-        if not token:
-            raise RuntimeError("ATTNLOOP_LABEL_STUDIO_URL is set but ATTNLOOP_LABEL_STUDIO_TOKEN is not; set both or neither")
-        yield Server(url.rstrip("/"), token, None)
-        return
-    process = new_server(tmp_path_factory.mktemp("label-studio"))
-    process.start()
-    try:
-        yield Server(process.url, process.token, process)
-    finally:
-        process.stop()
+def ls_server(label_studio):
+    return Server(*label_studio, None)
 
 
 @pytest.fixture(scope="module")
@@ -303,12 +290,8 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
 
 
 @pytest.fixture(scope="module")
-def own_server(ls_server, tmp_path_factory):
-    """A server this module may stop and restart: the module's own, or a fresh one when the
-    module uses an outside server."""
-    if ls_server.process is not None:
-        yield ls_server
-        return
+def own_server(tmp_path_factory):
+    """A server this test may stop and restart (the session's is shared)."""
     process = new_server(tmp_path_factory.mktemp("label-studio-restart"))
     process.start()
     try:

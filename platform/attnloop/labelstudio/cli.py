@@ -47,16 +47,10 @@ def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_push(args: argparse.Namespace, settings) -> int:
-    from attnloop.labelstudio.push import Candidate, PushInterrupted, push
-    from attnloop.scoring import read_scores
+    from attnloop.labelstudio.push import PushInterrupted, push, ranked_candidates
 
     store = settings.store(args.store)
-    table = read_scores(store, model_version=args.model_version)
-    if table is None:
-        raise LookupError(f"no scores for model version {args.model_version!r} in {store.uri}; run `attnloop score` first")
-    candidates = sorted((Candidate.from_row(row) for row in table.to_pylist()), key=lambda c: -c.priority)
-    if args.limit is not None:
-        candidates = candidates[: args.limit]
+    candidates = ranked_candidates(store, args.model_version, limit=args.limit)
     ls_settings, ls, title = _connect(args)
     project = _project(ls, ls_settings, title)
     try:

@@ -88,6 +88,17 @@ class PushInterrupted(RuntimeError):
         self.created, self.remaining = created, remaining
 
 
+def ranked_candidates(store: Store, model_version: str, *, limit: int | None = None) -> list[Candidate]:
+    """The scored frames of a model version, highest priority first."""
+    from attnloop.scoring import read_scores
+
+    table = read_scores(store, model_version=model_version)
+    if table is None:
+        raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
+    candidates = sorted((Candidate.from_row(row) for row in table.to_pylist()), key=lambda c: -c.priority)
+    return candidates[:limit] if limit is not None else candidates
+
+
 def project_id(project: Any) -> int:
     return int(project if isinstance(project, int) else project.id)
 

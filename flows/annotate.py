@@ -1,0 +1,43 @@
+"""``annotate``: the highest-priority scored frames go to Label Studio as pre-annotated tasks."""
+
+from __future__ import annotations
+
+import tempfile
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.tasks import exponential_backoff
+
+from attnloop.config import Settings
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
+def push_candidates(model: str | None, top_k: int, max_open: int | None, store_uri: str | None) -> dict:
+    """A retry after Label Studio went away is safe: keys already queued are never pushed twice."""
+    from attnloop.labelstudio import bootstrap
+    from attnloop.labelstudio.project import LabelStudioSettings
+    from attnloop.labelstudio.push import push, ranked_candidates
+    from attnloop.registry import open_source
+
+    settings = Settings.from_env()
+    with tempfile.TemporaryDirectory(prefix="attnloop-annotate-") as tmp:
+        onnx, version = open_source(model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp)
+    store = settings.store(store_uri)
+    candidates = ranked_candidates(store, version, limit=top_k)
+    ls_settings = LabelStudioSettings.from_env()
+    ls = ls_settings.client()
+    project = bootstrap(ls, title=ls_settings.project, classes=list(onnx.card.class_names))
+    result = push(ls, project, candidates, store=store, model_version=version, max_open=max_open)
+    create_table_artifact(
+        [{"key": c.key, "priority": round(c.priority, 3), "predicted": c.predicted} for c in candidates[:20]],
+        key="top-candidates",
+        description=f"the {min(20, len(candidates))} highest-priority frames of model version {version}",
+    )
+    return {"project": project.id, "created": result.created, "already_queued": result.skipped_existing, "held_back": result.skipped_backpressure}
+
+
+@flow(name="annotate", log_prints=True)
+def annotate(model: str | None = None, top_k: int = 50, max_open: int | None = 500, store: str | None = None) -> dict:
+    pushed = push_candidates(model, top_k, max_open, store)
+    get_run_logger().info("Label Studio project %s: %d tasks created, %d already queued, %d held back", *pushed.values())
+    return pushed

@@ -1,0 +1,57 @@
+"""score → annotate → (simulated annotator) → harvest on Prefect's engine, against a real Label Studio."""
+
+import numpy as np
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from attnloop.config import Settings
+from attnloop.datasets import Record
+from attnloop.imaging import encode_png
+from attnloop.labelstudio import find_project, read_version, simulate_annotator
+from attnloop.labelstudio.project import LabelStudioSettings
+from attnloop.stream import frame_key
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypatch):
+    from attnloop.export import export_onnx
+    from attnloop.training import TrainConfig, train
+    from flows.annotate import annotate
+    from flows.harvest import harvest
+    from flows.score import score
+
+    url, token = label_studio
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_PROJECT", f"flows {tmp_path.name}")
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    model = str(export_onnx(result.model, result.card, tmp_path / "model.onnx"))
+    store = Settings.from_env().store()
+    truth = {}
+    for i in range(8):
+        label, box = ("square", [4, 4, 14, 14]) if i % 2 == 0 else ("bar", [6, 10, 18, 14])
+        image = np.full((32, 32, 1), 20, np.uint8)
+        image[box[1] : box[3], box[0] : box[2]] = 220
+        key = frame_key("line-1", "2026-11-26", f"{i:03d}")
+        store.put(key, encode_png(image))
+        truth[key] = Record(key, "stream", label, [box], [])
+    assert score(model=model)["scored"] == 8
+    pushed = annotate(model=model, top_k=5)
+    assert (pushed["created"], annotate(model=model, top_k=5)["created"]) == (5, 0)  # never twice
+    ls_settings = LabelStudioSettings.from_env()
+    ls = ls_settings.client()
+    assert simulate_annotator(ls, find_project(ls, ls_settings.project), truth)["annotated"] == 5
+    harvested = harvest()
+    assert harvested["written"] and harvested["added"] == 5 and harvested["problems"] == 0
+    entries, _ = read_version(store, harvested["version"])
+    for key, entry in entries.items():
+        assert entry["label"] == truth[key].label
+        assert np.abs(np.subtract(entry["boxes"][0], truth[key].boxes[0])).max() <= 1.0
+    assert harvest()["written"] is False  # nothing new
