@@ -55,3 +55,47 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
         assert entry["label"] == truth[key].label
         assert np.abs(np.subtract(entry["boxes"][0], truth[key].boxes[0])).max() <= 1.0
     assert harvest()["written"] is False  # nothing new
+
+
+def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, monkeypatch):
+    """A weak champion; frames whose truth the simulated annotator knows; the loop scores, pushes,
+    annotates, harvests, fine-tunes, and the gate promotes the new version."""
+    from attnloop import registry
+    from attnloop.gate import PROMOTE
+    from attnloop.labelstudio import write_truth
+    from attnloop.publish import register_run
+    from attnloop.training import TrainConfig, save_run, train
+    from conftest import write_tiny_manifest
+    from flows.loop import loop
+
+    url, token = label_studio
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_PROJECT", f"loop {tmp_path.name}")
+    monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0")
+    # the weak champion answers "square" to everything (square 1.00, bar 0.00); the gate's class rule
+    # would refuse any model that gives up a little of that, which is not what this test is about
+    monkeypatch.setenv("ATTNLOOP_GATE_MAX_CLASS_DROP", "1.0")
+    data = write_tiny_manifest(tmp_path / "data", per_class=20)
+    settings = Settings.from_env()
+    client = registry.connect(settings.registry_uri)
+    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
+    first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
+    registry.promote(client, settings.model_name, first)
+    store = settings.store()
+    truth = {}
+    for i in range(6):
+        label, box = ("square", [4, 4, 14, 14]) if i % 2 == 0 else ("bar", [6, 10, 18, 14])
+        image = np.full((32, 32, 1), 20, np.uint8)
+        image[box[1] : box[3], box[0] : box[2]] = 220
+        key = frame_key("line-2", "2026-11-26", f"{i:03d}")
+        store.put(key, encode_png(image))
+        truth[key] = Record(key, "stream", label, [box], [])
+    out = loop(
+        base_data=str(data), holdout=str(data), top_k=6, annotator="simulated", truth=str(write_truth(tmp_path / "truth.jsonl", truth)), epochs=6
+    )
+    assert (out["scored"], out["pushed"], out["annotated"]) == (6, 6, 6)
+    reasons = registry.version_tags(client, settings.model_name, out["challenger"])["gate.reasons"]
+    assert out["gate"] == PROMOTE, reasons
+    assert registry.alias_version(client, settings.model_name, registry.CHAMPION) == out["challenger"]
+    assert registry.version_tags(client, settings.model_name, out["challenger"])["annotation_set"] == out["annotation_set"]

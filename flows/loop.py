@@ -1,0 +1,54 @@
+"""``loop``: score → annotate → (a person, or the simulated annotator) → harvest → retrain → promote."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+
+from flows.annotate import annotate
+from flows.harvest import harvest
+from flows.promote import promote
+from flows.retrain import retrain
+from flows.score import score
+
+ANNOTATORS = ("human", "simulated")
+
+
+@task
+def simulated_annotator(truth: str) -> dict:
+    """Completes the open tasks from ground truth, through the same API a browser uses (demos, tests)."""
+    from attnloop.labelstudio import find_project, read_truth, simulate_annotator
+    from attnloop.labelstudio.project import LabelStudioSettings
+
+    ls_settings = LabelStudioSettings.from_env()
+    ls = ls_settings.client()
+    return dict(simulate_annotator(ls, find_project(ls, ls_settings.project), read_truth(truth)))
+
+
+@flow(name="loop", log_prints=True)
+def loop(
+    base_data: str,
+    holdout: str,
+    top_k: int = 50,
+    annotator: str = "human",
+    truth: str | None = None,
+    epochs: int = 10,
+    approval: bool = False,
+) -> dict:
+    """One turn of the loop. With ``annotator="human"`` the turn harvests what people completed so
+    far; with ``"simulated"`` the annotator completes the new tasks from ``truth`` first."""
+    if annotator not in ANNOTATORS:
+        raise ValueError(f"unknown annotator {annotator!r}; valid names: {', '.join(ANNOTATORS)}")
+    if annotator == "simulated" and not truth:
+        raise ValueError("the simulated annotator needs truth: a JSONL of {image: object key, label, boxes}")
+    logger = get_run_logger()
+    out: dict = {"scored": score()["scored"], "pushed": annotate(top_k=top_k)["created"]}
+    if annotator == "simulated":
+        out["annotated"] = simulated_annotator(truth)["annotated"]
+    harvested = harvest()
+    out["annotation_set"] = harvested["key"]
+    if not harvested["written"]:
+        logger.info("no new annotations; nothing to retrain on")
+        return out
+    out["challenger"] = retrain(base_data=base_data, holdout=holdout, epochs=epochs)
+    out["gate"] = promote(holdout=holdout, approval=approval)["action"]
+    return out
