@@ -25,6 +25,8 @@ from attnloop.export import export_onnx
 from attnloop.models import build_model, make_card
 from attnloop.runtime import OnnxModel
 
+from _common import emit
+
 CASES = (("abn_cifar", 64), ("msabn_cifar", 64), ("abn_resnet18", 224), ("msabn_resnet18", 224))
 BATCHES = (1, 32)
 
@@ -114,11 +116,7 @@ def main() -> int:
             "",
         ]
     )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
-    return 0
+    return emit(report, args.out) if args.out else 0
 
 
 if __name__ == "__main__":

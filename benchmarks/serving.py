@@ -35,6 +35,8 @@ import onnxruntime as ort
 from attnloop import imaging
 from attnloop.runtime import OnnxModel
 
+from _common import emit
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 25  # latency calls per block; blocks of the four kinds take turns
 SERVER = """
@@ -402,11 +404,7 @@ def main() -> int:
         ]
     )
     print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report)
-        print(f"wrote {args.out}")
-    return 0
+    return emit(report, args.out) if args.out else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,19 @@ from attnloop.stream import frame_key
 pytestmark = pytest.mark.services
 
 
+def put_labeled_frames(store, source: str, count: int) -> dict[str, Record]:
+    """Frames of the tiny classes (a bright square or bar) in the store, with their truth by key."""
+    truth = {}
+    for i in range(count):
+        label, box = ("square", [4, 4, 14, 14]) if i % 2 == 0 else ("bar", [6, 10, 18, 14])
+        image = np.full((32, 32, 1), 20, np.uint8)
+        image[box[1] : box[3], box[0] : box[2]] = 220
+        key = frame_key(source, "2026-11-26", f"{i:03d}")
+        store.put(key, encode_png(image))
+        truth[key] = Record(key, "stream", label, [box], [])
+    return truth
+
+
 @pytest.fixture(scope="module", autouse=True)
 def prefect_server():
     with prefect_test_harness(server_startup_timeout=120):
@@ -34,14 +47,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
     result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "model.onnx"))
     store = Settings.from_env().store()
-    truth = {}
-    for i in range(8):
-        label, box = ("square", [4, 4, 14, 14]) if i % 2 == 0 else ("bar", [6, 10, 18, 14])
-        image = np.full((32, 32, 1), 20, np.uint8)
-        image[box[1] : box[3], box[0] : box[2]] = 220
-        key = frame_key("line-1", "2026-11-26", f"{i:03d}")
-        store.put(key, encode_png(image))
-        truth[key] = Record(key, "stream", label, [box], [])
+    truth = put_labeled_frames(store, "line-1", 8)
     assert score(model=model)["scored"] == 8
     pushed = annotate(model=model, top_k=5)
     assert (pushed["created"], annotate(model=model, top_k=5)["created"]) == (5, 0)  # never twice
@@ -83,14 +89,7 @@ def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, mo
     first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
     registry.promote(client, settings.model_name, first)
     store = settings.store()
-    truth = {}
-    for i in range(6):
-        label, box = ("square", [4, 4, 14, 14]) if i % 2 == 0 else ("bar", [6, 10, 18, 14])
-        image = np.full((32, 32, 1), 20, np.uint8)
-        image[box[1] : box[3], box[0] : box[2]] = 220
-        key = frame_key("line-2", "2026-11-26", f"{i:03d}")
-        store.put(key, encode_png(image))
-        truth[key] = Record(key, "stream", label, [box], [])
+    truth = put_labeled_frames(store, "line-2", 6)
     out = loop(
         base_data=str(data), holdout=str(data), top_k=6, annotator="simulated", truth=str(write_truth(tmp_path / "truth.jsonl", truth)), epochs=6
     )
