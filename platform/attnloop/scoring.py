@@ -11,6 +11,10 @@ under ``scores/source=S/date=D/part-<version>-<run>-<seq>.parquet`` followed by 
 reads the ledger; a part written by a run that died before its ledger entry is found by its
 name, its keys are read back and its ledger entry is written then. So a re-run after a crash
 scores only what is left, and no row is ever written twice.
+
+Runs on disjoint sets of frames (one per source and date, say) may share a store and a model
+version at the same time: a run only ever adds files under names of its own, and the ledger is
+the union of its entries (see :func:`done_keys`).
 """
 
 from __future__ import annotations
@@ -105,25 +109,29 @@ def _part_id(name: str, version: str) -> str | None:
 
 def done_keys(store: Store, version: str) -> tuple[set[str], int]:
     """Keys already scored (or quarantined) for a model version; repairs parts a crashed run left
-    without a ledger entry. Returns the keys and the number of parts repaired."""
+    without a ledger entry. Returns the keys and the number of parts repaired.
+
+    A scores or quarantine file that no ledger entry lists is an orphan. Another run may be
+    between writing a part's files and its entry right now, so the repair goes under a name of
+    its own (``<part>.recovered-<digest>.json``): it never replaces the entry that run is about
+    to write, and the keys both record are the same keys, counted once."""
     import pyarrow.parquet as pq
 
     version = safe_version(version)
     done: set[str] = set()
-    entries = set()
+    covered: set[str] = set()
     for info in store.list(f"{LEDGER}{version}/"):
         entry = json.loads(store.get(info.key))
-        entries.add(entry["part"])
+        covered.update(entry["files"])
         done.update(item[0] for item in entry["items"])
     orphans: dict[str, list[str]] = {}
     for info in store.list(SCORES):
         part = _part_id(info.key, version)
-        if part is not None and part not in entries:
+        if part is not None and info.key not in covered:
             orphans.setdefault(part, []).append(info.key)
     for info in store.list(f"{QUARANTINE}{version}/"):
-        part = info.key.rsplit("/", 1)[-1].removesuffix(".jsonl")
-        if part not in entries:
-            orphans.setdefault(part, []).append(info.key)
+        if info.key not in covered:
+            orphans.setdefault(info.key.rsplit("/", 1)[-1].removesuffix(".jsonl"), []).append(info.key)
     for part, keys in orphans.items():
         items = []
         for key in keys:
@@ -133,15 +141,19 @@ def done_keys(store: Store, version: str) -> tuple[set[str], int]:
                 continue
             table = pq.read_table(io.BytesIO(store.get(key)), columns=["key", "hash"])
             items += [[k, h, "scored"] for k, h in zip(table["key"].to_pylist(), table["hash"].to_pylist())]
-        log.warning("part %s of version %s had no ledger entry (a run stopped after writing it); recovered %d keys", part, version, len(items))
-        _write_ledger(store, version, part, items, keys)
+        log.warning(
+            "part %s of version %s had files without a ledger entry (a run stopped after writing them, or is writing its entry now); "
+            "recorded %d keys", part, version, len(items),
+        )
+        digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
+        _write_ledger(store, version, part, items, keys, name=f"{part}.recovered-{digest}")
         done.update(item[0] for item in items)
     return done, len(orphans)
 
 
-def _write_ledger(store: Store, version: str, part: str, items: list[list[str]], files: list[str]) -> None:
+def _write_ledger(store: Store, version: str, part: str, items: list[list[str]], files: list[str], *, name: str | None = None) -> None:
     body = json.dumps({"part": part, "files": files, "items": items, "written_at": _now()}).encode()
-    store.put(f"{LEDGER}{version}/{part}.json", body, content_type="application/json")
+    store.put(f"{LEDGER}{version}/{name or part}.json", body, content_type="application/json")
 
 
 def _now() -> str:
