@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import timedelta
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
 from attnloop.config import Settings
@@ -26,6 +27,12 @@ def score_frames(store_uri: str | None, model: str | None, source: str | None, o
             overlays=overlays, progress=False,
         )
     create_markdown_artifact(report_markdown(summary), key="scoring-summary", description=f"scoring run {summary.run_id}")
+    if summary.attention_sheet:
+        store = settings.store(store_uri)
+        create_image_artifact(
+            store.presign(summary.attention_sheet, expires=timedelta(days=7)), key="scoring-attention",
+            description=f"where model {version} looked on the {len(summary.top)} highest-priority frames of run {summary.run_id}",
+        )
     return summary.to_dict()
 
 

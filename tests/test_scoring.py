@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from attnloop import scoring
+from attnloop import imaging
 from attnloop.imaging import encode_png
 from attnloop.runtime import OnnxModel
 from attnloop.storage import open_store
@@ -124,6 +125,8 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     assert len(summary.to_dict()["overlays"]) == 3
     for key in summary.to_dict()["overlays"]:
         assert store.get(scoring.overlay_key("v1", key))[:4] == b"\x89PNG"
+    sheet = imaging.decode(store.get(summary.to_dict()["attention_sheet"]))  # the three overlays side by side, captioned
+    assert sheet.shape[1] == 3 * 96 and sheet.shape[0] > 96
     report = json.loads(store.get(f"reports/v1/{summary.run_id}.json"))
     assert report["scored"] == 20 and sum(report["class_distribution"].values()) == 20
     assert sum(report["confidence_histogram"]["counts"]) == 20

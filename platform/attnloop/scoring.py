@@ -77,6 +77,7 @@ class RunSummary:
     recovered_parts: int = 0
     top: list = field(default_factory=list)  # heap of (priority, key, attention) for overlays
     top_size: int = 16
+    attention_sheet: str | None = None  # the overlays tiled into one picture (dashboards, Prefect artifacts)
 
     def to_dict(self) -> dict:
         return {
@@ -92,6 +93,7 @@ class RunSummary:
             "parts": self.parts,
             "recovered_parts": self.recovered_parts,
             "overlays": [key for _, key, _ in sorted(self.top, reverse=True)],
+            "attention_sheet": self.attention_sheet,
         }
 
 
@@ -264,6 +266,8 @@ def score_store(
     bar.close()
     for _, key, attention in sorted(summary.top, reverse=True):
         write_overlay(store, key, attention, model_version=str(model_version))
+    if summary.top:
+        summary.attention_sheet = write_attention_sheet(store, summary)
     write_report(store, summary)
     return summary
 
@@ -282,6 +286,18 @@ def write_overlay(store: Store, key: str, attention: np.ndarray, *, model_versio
     picture = imaging.overlay(imaging.decode(store.get(key), name=key), attention)
     target = overlay_key(model_version, key)
     store.put(target, imaging.encode_png(picture), content_type="image/png")
+    return target
+
+
+def write_attention_sheet(store: Store, summary: RunSummary, *, columns: int = 8) -> str:
+    """The run's highest-priority frames with their attention, tiled into one PNG beside its report."""
+    from attnloop.figures import attention_grid
+
+    top = sorted(summary.top, reverse=True)
+    images = [imaging.decode(store.get(key), name=key) for _, key, _ in top]
+    captions = [key.rsplit("/", 1)[-1].rsplit(".", 1)[0] for _, key, _ in top]
+    target = f"{REPORTS}{safe_version(summary.model_version)}/{summary.run_id}-attention.png"
+    store.put(target, attention_grid(images, [a for _, _, a in top], captions, columns=columns), content_type="image/png")
     return target
 
 
