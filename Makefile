@@ -27,7 +27,7 @@ demo: setup
 	$(VENV)/bin/attnloop demo
 
 test: setup
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=15
 
 bench: setup
 	$(VENV)/bin/python benchmarks/inference.py --out docs/benchmarks/inference.md

@@ -33,9 +33,11 @@ def loop(
     truth: str | None = None,
     epochs: int = 10,
     approval: bool = False,
+    progress: bool = False,
 ) -> dict:
     """One turn of the loop. With ``annotator="human"`` the turn harvests what people completed so
-    far; with ``"simulated"`` the annotator completes the new tasks from ``truth`` first."""
+    far; with ``"simulated"`` the annotator completes the new tasks from ``truth`` first.
+    ``progress`` shows the retraining's progress bar on the console (demos)."""
     if annotator not in ANNOTATORS:
         raise ValueError(f"unknown annotator {annotator!r}; valid names: {', '.join(ANNOTATORS)}")
     if annotator == "simulated" and not truth:
@@ -49,6 +51,6 @@ def loop(
     if not harvested["written"]:
         logger.info("no new annotations; nothing to retrain on")
         return out
-    out["challenger"] = retrain(base_data=base_data, holdout=holdout, epochs=epochs)
+    out["challenger"] = retrain(base_data=base_data, holdout=holdout, epochs=epochs, progress=progress)
     out["gate"] = promote(holdout=holdout, approval=approval)["action"]
     return out

@@ -26,7 +26,9 @@ def latest_annotation_set(store_uri: str | None, prefix: str = "annotations/") -
 
 
 @task
-def fine_tune(store_uri: str | None, annotation_set: str, base_data: str | None, workdir: str, epochs: int, guided_share: float) -> dict:
+def fine_tune(
+    store_uri: str | None, annotation_set: str, base_data: str | None, workdir: str, epochs: int, guided_share: float, progress: bool = False
+) -> dict:
     from attnloop import registry
     from attnloop.training import TrainConfig, data_hash, save_run, train
     from attnloop.trainset import materialize
@@ -42,7 +44,7 @@ def fine_tune(store_uri: str | None, annotation_set: str, base_data: str | None,
         epochs=epochs, init_from=str(init), guidance="match", guidance_weight=10.0, counterexamples="append", guided_share=guided_share,
         threads=settings.threads,
     )
-    result = train(root, config, annotations=annotations, progress=False)
+    result = train(root, config, annotations=annotations, progress=progress)
     run = save_run(Path(workdir) / "run", result, config, data=data_hash(root))
     return {"run": str(run), "parent": champion, "guided_images": result.metrics["guided_images"]}
 
@@ -62,12 +64,17 @@ def register(run: str, parent: str, annotation_set: str, holdout: str | None) ->
 
 @flow(name="retrain", log_prints=True)
 def retrain(
-    base_data: str | None = None, holdout: str | None = None, store: str | None = None, epochs: int = 10, guided_share: float = 0.5
+    base_data: str | None = None,
+    holdout: str | None = None,
+    store: str | None = None,
+    epochs: int = 10,
+    guided_share: float = 0.5,
+    progress: bool = False,
 ) -> str:
-    """Returns the registered challenger's version."""
+    """Returns the registered challenger's version. ``progress`` shows a training bar on the console (demos)."""
     annotation_set = latest_annotation_set(store)
     with tempfile.TemporaryDirectory(prefix="attnloop-retrain-") as workdir:
-        trained = fine_tune(store, annotation_set, base_data, workdir, epochs, guided_share)
+        trained = fine_tune(store, annotation_set, base_data, workdir, epochs, guided_share, progress)
         version = register(trained["run"], trained["parent"], annotation_set, holdout)
     create_markdown_artifact(
         f"# Retrained\n\nVersion **{version}** of `{Settings.from_env().model_name}`, fine-tuned from version "

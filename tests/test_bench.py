@@ -117,3 +117,35 @@ def test_strategies_that_pick_the_same_images_share_one_retraining(tiny_data, mo
     rows = bench.run(tiny_data, strategies=("random", "random"), budgets=(3,), seeds=1, initial_epochs=1, retrain_epochs=1, progress=False)
     assert len(rows) == 2 and rows[0]["accuracy"] == rows[1]["accuracy"]
     assert len(retrainings) == 1
+
+
+def test_parts_run_apart_merge_into_the_run_made_at_once(tiny_data, tmp_path):
+    """Seeds split over processes (or machines) give the same report as one run over all seeds."""
+    import attnloop.bench as bench
+
+    options = dict(strategies=("random", "margin"), budgets=(0, 4), initial_epochs=1, retrain_epochs=1, progress=False)
+    together = bench.run(tiny_data, seeds=2, **options)
+    for seed in (0, 1):
+        bench.write(tmp_path / f"part{seed}", bench.run(tiny_data, seeds=1, first_seed=seed, **options), command=f"part {seed}")
+    merged = bench.merge([tmp_path / "part0", tmp_path / "part1"], tmp_path / "merged")
+    assert merged == summarize(together)
+    assert json.loads((tmp_path / "merged" / "results.json").read_text()) == together
+    assert "part 0" in (tmp_path / "merged" / "report.md").read_text()
+    with pytest.raises(ValueError, match="overlap"):
+        bench.merge([tmp_path / "part0", tmp_path / "part0"], tmp_path / "twice")
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        bench.merge([tmp_path / "part0", tmp_path / "nothing"], tmp_path / "missing")
+
+
+def test_retraining_from_scratch_gets_the_initial_models_epochs(tiny_data, tmp_path, monkeypatch):
+    """A model trained anew with the fine-tuning's few epochs would be a handicapped baseline."""
+    import attnloop.bench as bench
+
+    seen = []
+    monkeypatch.setattr(bench, "run", lambda root, **kw: seen.append(kw) or [])
+    monkeypatch.setattr(bench, "write", lambda out, rows, command: {"strategies": {}})
+    for retrain in ("finetune", "scratch"):
+        main(["bench", "strategies", "--data", str(tiny_data), "--out", str(tmp_path), "--profile", "full", "--retrain", retrain])
+    main(["bench", "strategies", "--data", str(tiny_data), "--out", str(tmp_path), "--retrain", "scratch", "--retrain-epochs", "3"])
+    full = bench.PROFILES["full"]
+    assert [(kw["finetune"], kw["retrain_epochs"]) for kw in seen] == [(True, full.retrain_epochs), (False, full.initial_epochs), (False, 3)]

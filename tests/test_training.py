@@ -81,6 +81,18 @@ def test_bad_options_name_the_valid_ones():
         TrainConfig(guidance="inside")
     with pytest.raises(ValueError, match="valid names: none, append, replace"):
         TrainConfig(counterexamples="yes")
+    with pytest.raises(ValueError, match="valid: auto, cpu, cuda"):
+        TrainConfig(device="tpu")
+
+
+def test_the_device_is_chosen_and_recorded(tiny_data):
+    """``auto`` takes a GPU when PyTorch sees one; the returned model is on the CPU either way (export, ONNX)."""
+    result = train(tiny_data, TrainConfig(epochs=1, device="auto"), progress=False)
+    assert result.metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert next(result.model.parameters()).device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="sees no GPU"):
+            train(tiny_data, TrainConfig(epochs=1, device="cuda"), progress=False)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ image (the ceiling the strategies are measured against).
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import tempfile
 from dataclasses import dataclass, replace
@@ -97,6 +98,8 @@ def run(
     replay: bool = True,
     retrain_options: dict | None = None,
     rounds: int = 1,
+    first_seed: int = 0,
+    device: str = "auto",
     progress: bool = True,
 ) -> list[dict]:
     """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason, confounder_reliance}``.
@@ -105,7 +108,8 @@ def run(
     labeled training set with the new boxes (``replay``) or on the boxed images alone, with
     ``retrain_options`` (guidance loss, λ, counterexamples; default :data:`RETRAIN`). With
     ``rounds`` > 1 a budget is spent in that many rounds, each scoring the pool with the model
-    retrained in the round before (the iterative mode).
+    retrained in the round before (the iterative mode). Seeds ``first_seed … first_seed + seeds - 1``
+    run here; parts run apart (other processes or machines) are joined with :func:`merge`.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
@@ -115,8 +119,8 @@ def run(
     train_records = splits["train"]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(seeds):
-            initial_config = TrainConfig(arch=arch, epochs=initial_epochs, seed=seed, guidance="none")
+        for seed in range(first_seed, first_seed + seeds):
+            initial_config = TrainConfig(arch=arch, epochs=initial_epochs, seed=seed, guidance="none", device=device)
             initial = train(root, initial_config, records=records, progress=False)
             run_dir = save_run(Path(tmp) / f"initial-{seed}", initial, initial_config, data="bench")
             train_set = initial.sets["train"]
@@ -127,7 +131,8 @@ def run(
                 context.confusion = confusion_matrix(val.labels, val.probabilities.argmax(axis=1), initial.card.num_classes)
             truth = {r.image: r for r in train_records}
             retrain = TrainConfig(
-                arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, **(retrain_options or RETRAIN)
+                arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, device=device,
+                **(retrain_options or RETRAIN),
             )
 
             retrained: dict[frozenset, object] = {}
@@ -265,6 +270,31 @@ def write(out: str | Path, rows: list[dict], *, command: str) -> dict:
     (out / "report.md").write_text(report(summary, command=command))
     plot(summary, out / "curves.png")
     return summary
+
+
+def merge(parts: Sequence[str | Path], out: str | Path) -> dict:
+    """Join benchmark outputs run apart (e.g. one seed each, ``--first-seed``) into one ``out``.
+
+    The parts must have run the same strategies and budgets on distinct seeds; their commands are
+    kept, one per line, in the report.
+    """
+    rows: list[dict] = []
+    commands: list[str] = []
+    for part in map(Path, parts):
+        results = part / "results.json"
+        if not results.is_file():
+            raise FileNotFoundError(f"{part} holds no results.json")
+        rows += json.loads(results.read_text())
+        match = re.search(r"^Command: `(.+)`$", (part / "report.md").read_text(), flags=re.M) if (part / "report.md").is_file() else None
+        commands.append(match.group(1) if match else str(part))
+    cells = [(r["strategy"], r["budget"], r["seed"]) for r in rows]
+    if len(cells) != len(set(cells)):
+        raise ValueError("the parts overlap: a (strategy, budget, seed) appears twice; give each part its own seeds")
+    grid = {(r["strategy"], r["budget"]) for r in rows}
+    for seed in {r["seed"] for r in rows}:
+        if {(r["strategy"], r["budget"]) for r in rows if r["seed"] == seed} != grid:
+            raise ValueError(f"seed {seed} did not run every strategy and budget the other parts ran")
+    return write(out, rows, command="` + `".join(commands))
 
 
 def log_to_mlflow(tracking_uri: str, out: str | Path, summary: dict, params: dict) -> str:

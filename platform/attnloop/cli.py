@@ -76,6 +76,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         init_weights=args.init_weights,
         init_from=args.init_from,
         threads=args.threads or settings.threads,
+        device=args.device,
     )
     annotations = resolve_annotations(args.data, args.boxes)
     result = train(args.data, config, annotations=annotations)
@@ -138,13 +139,16 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
     profile = bench.PROFILES[args.profile]
     strategies = tuple(args.strategies.split(",")) if args.strategies else profile.strategies
     budgets = bench.parse_budgets(args.budgets) if args.budgets else profile.budgets
+    initial_epochs = args.initial_epochs or profile.initial_epochs
+    # a model trained anew gets as many epochs as the initial one; fine-tuning continues for fewer
+    retrain_epochs = args.retrain_epochs or (profile.retrain_epochs if args.retrain == "finetune" else initial_epochs)
     rows = bench.run(
         args.data,
         strategies=strategies,
         budgets=budgets,
         seeds=args.seeds or profile.seeds,
-        initial_epochs=args.initial_epochs or profile.initial_epochs,
-        retrain_epochs=args.retrain_epochs or profile.retrain_epochs,
+        initial_epochs=initial_epochs,
+        retrain_epochs=retrain_epochs,
         arch=args.arch,
         finetune=args.retrain == "finetune",
         replay=not args.no_replay,
@@ -155,6 +159,8 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
             guided_share=args.guided_share,
         ),
         rounds=args.rounds,
+        first_seed=args.first_seed,
+        device=args.device,
     )
     options = {
         "--arch": args.arch if args.arch != "abn_cifar" else None,
@@ -169,6 +175,8 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         "--initial-epochs": args.initial_epochs,
         "--retrain-epochs": args.retrain_epochs,
         "--rounds": args.rounds if args.rounds != 1 else None,
+        "--first-seed": args.first_seed or None,
+        "--device": args.device if args.device != "auto" else None,
     }
     command = f"attnloop bench strategies --data {args.data} --out {args.out} --profile {args.profile}" + "".join(
         f" {flag} {value}" for flag, value in options.items() if value is not None
@@ -178,9 +186,20 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         params = {"data": args.data, "strategies": ",".join(strategies), "budgets": ",".join(map(str, budgets)), "command": command}
         run_id = bench.log_to_mlflow(settings.mlflow_tracking_uri, args.out, summary, params)
         print(f"logged to MLflow at {settings.mlflow_tracking_uri} (run {run_id})")
+    _print_summary(summary, args.out)
+    return 0
+
+
+def _print_summary(summary: dict, out: Path) -> None:
     for strategy, s in summary["strategies"].items():
         print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
-    print(f"wrote {args.out}/results.json, report.md, curves.png")
+    print(f"wrote {out}/results.json, report.md, curves.png")
+
+
+def cmd_bench_merge(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop import bench
+
+    _print_summary(bench.merge(args.parts, args.out), args.out)
     return 0
 
 
@@ -268,10 +287,28 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.demo import run_demo
+    from attnloop.demo import DemoConfig, run_comparison, run_demo
 
-    run_demo(args.workdir or settings.home / "demo", size=args.size, epochs=args.epochs, seed=args.seed)
-    return 0
+    workdir = args.workdir or settings.home / "demo"
+    if args.offline:
+        run_comparison(workdir, size=args.size or 400, epochs=args.epochs or 30, seed=args.seed)
+        return 0
+    defaults = DemoConfig()
+    config = DemoConfig(
+        size=args.size or defaults.size,
+        frames=args.frames or defaults.frames,
+        top_k=args.top_k or defaults.top_k,
+        initial_epochs=args.epochs or defaults.initial_epochs,
+        retrain_epochs=args.retrain_epochs or defaults.retrain_epochs,
+        seed=args.seed,
+        annotator=args.annotator,
+    )
+    try:
+        result = run_demo(workdir, config=config)
+    except (RuntimeError, KeyboardInterrupt) as err:
+        print(f"attnloop: demo stopped: {str(err) or 'interrupted'}", file=sys.stderr)
+        return 130 if isinstance(err, KeyboardInterrupt) else 1
+    return 0 if result["promoted"] else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-weights", default=None, help="local state dict (torchvision ResNet or attnloop checkpoint)")
     tr.add_argument("--init-from", default=None, help="run folder or model.pt to fine-tune")
     tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--device", default="auto", help="auto (a GPU when PyTorch sees one) | cpu | cuda | cuda:N")
     tr.add_argument("--no-track", action="store_true", help="do not log the run to MLflow (MLFLOW_TRACKING_URI, else the SQLite file under ATTNLOOP_HOME)")
     tr.set_defaults(func=cmd_train)
 
@@ -347,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--seeds", type=int, default=None)
     st.add_argument("--strategies", default=None, help="comma-separated names (default: the profile's)")
     st.add_argument("--initial-epochs", type=int, default=None)
-    st.add_argument("--retrain-epochs", type=int, default=None)
+    st.add_argument("--retrain-epochs", type=int, default=None, help="default: the profile's for finetune, the initial epochs for scratch")
     st.add_argument("--arch", default="abn_cifar")
     st.add_argument("--retrain", choices=("finetune", "scratch"), default="finetune", help="fine-tune the initial model or train anew")
     st.add_argument("--no-replay", action="store_true", help="retrain on the boxed images alone, not the whole labeled set")
@@ -359,7 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--guided-share", type=float, default=0.5,
         help="oversample the boxed images to this expected share of every batch (0: as often as any other image)",
     )
+    st.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed … first-seed + seeds - 1 (parts joined by `bench merge`)")
+    st.add_argument("--device", default="auto", help="auto (a GPU when PyTorch sees one) | cpu | cuda | cuda:N")
     st.set_defaults(func=cmd_bench_strategies)
+    mg = bench_cmd.add_parser("merge", help="join strategy benchmarks run apart (distinct seeds) into one report")
+    mg.add_argument("parts", nargs="+", type=Path, help="output folders of `bench strategies`")
+    mg.add_argument("--out", required=True, type=Path)
+    mg.set_defaults(func=cmd_bench_merge)
 
     stream = sub.add_parser("stream", help="image streams in the object store").add_subparsers(dest="stream_command", required=True)
     sim = stream.add_parser("simulate", help="write a dataset family's stream split as frames")
@@ -409,11 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--name", default=None)
     reg.set_defaults(func=cmd_registry)
 
-    demo = sub.add_parser("demo", help="run the guided-vs-unguided demonstration")
-    demo.add_argument("--workdir", type=Path, default=None, help="default: $ATTNLOOP_HOME/demo")
-    demo.add_argument("--size", type=int, default=400)
-    demo.add_argument("--epochs", type=int, default=30)
+    demo = sub.add_parser(
+        "demo", help="one turn of the loop on embedded defaults: Label Studio, a mill stream, MLflow, Prefect",
+        description="Starts the local Label Studio (unless ATTNLOOP_LABEL_STUDIO_URL is set), streams mill frames, trains and "
+        "registers a first model, runs the loop flow (score → push → annotator → harvest → retrain → gate) and prints the "
+        "champion before and after. --offline: the earlier guided-vs-unguided comparison, without services.",
+    )
+    demo.add_argument("--workdir", type=Path, default=None, help="the demo's folder, replaced on each run (default: $ATTNLOOP_HOME/demo)")
+    demo.add_argument("--annotator", choices=("simulated", "human"), default="simulated", help="human: you complete the tasks in Label Studio")
+    demo.add_argument("--size", type=int, default=None, help="training images of the generated set (default 400, also --offline)")
+    demo.add_argument("--frames", type=int, default=None, help="frames streamed into the store (default 240)")
+    demo.add_argument("--top-k", type=int, default=None, help="frames pushed to Label Studio (default 40)")
+    demo.add_argument("--epochs", type=int, default=None, help="epochs of the first model (default 30)")
+    demo.add_argument("--retrain-epochs", type=int, default=None, help="epochs of the retraining (default 30)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--offline", action="store_true", help="the guided-vs-unguided comparison on a shortcut set, without services")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,29 +1,451 @@
-"""``attnloop demo``: a shortcut dataset, ABN trained with and without box guidance, ONNX export.
+"""``attnloop demo``: one turn of the platform's loop on embedded defaults, with a mill camera.
 
-The loop of the platform (score → annotate → harvest → retrain → promote) comes with the flows;
-until then the demo shows the core effect it relies on: a few human boxes with the right
-retraining remove a shortcut that attention supervision alone does not.
+A generated ``mill`` set whose line camera stamps a signature bar that tells the class in
+training (the shortcut) and is random on the stream and in test. The demo starts the local Label
+Studio (unless ``ATTNLOOP_LABEL_STUDIO_URL`` names one), streams mill frames into the local
+store, trains a first model (it takes the shortcut) and registers it as the champion in the
+SQLite MLflow store, then runs the ``loop`` flow on Prefect's ephemeral engine: score → push the
+top-K frames to Label Studio → the simulated annotator (or a person) boxes the defects → harvest
+→ retrain → gate → promote. It prints the champion before and after and where to look.
+
+All state lives in one folder (``$ATTNLOOP_HOME/demo`` by default, replaced on each run), which
+the flows see as their ``ATTNLOOP_HOME``: the store is ``<folder>/store``, MLflow
+``<folder>/mlflow.db``. :func:`run_comparison` (``attnloop demo --offline``) is the earlier
+demonstration without services: a shortcut set trained with and without box guidance.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from attnloop.datasets import from_manifest_boxes, make_dataset, read_manifest
-from attnloop.export import export_onnx, parity
-from attnloop.training import TrainConfig, data_hash, save_run, train
+ROOT = Path(__file__).resolve().parents[2]  # the repository root, where flows/ lives
+MARKER = ".attnloop-demo"  # marks a folder the demo may replace
+FAMILY = "mill"
+SOURCE = "mill-line-1"
+ANNOTATORS = ("simulated", "human")
+LOCAL_PROJECT = "attnloop demo"
+SERVICE_ENV = ("ATTNLOOP_STORE", "MLFLOW_TRACKING_URI")  # the demo runs on embedded defaults
+POLL_SECONDS = 5.0  # how often the demo asks Label Studio whether people are done
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes chosen so that one turn promotes a better model on two CPU cores in a few minutes (seed 0)."""
+
+    size: int = 400  # training images of the mill set (val and stream a quarter, test — the holdout — a half)
+    frames: int = 240  # frames streamed into the store
+    top_k: int = 40  # frames pushed to Label Studio, highest priority first
+    initial_epochs: int = 30
+    retrain_epochs: int = 30  # fine-tuning from the shortcut needs about as many epochs as the first training
+    seed: int = 0
+    annotator: str = "simulated"  # or "human": a person completes the tasks in Label Studio
+
+    def __post_init__(self) -> None:
+        if self.annotator not in ANNOTATORS:
+            raise ValueError(f"unknown annotator {self.annotator!r}; valid names: {', '.join(ANNOTATORS)}")
+        for name in ("size", "frames", "top_k", "initial_epochs", "retrain_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+class Steps:
+    """Numbered progress lines: ``[3/7] what happens now``."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def __call__(self, text: str) -> None:
+        self.done += 1
+        print(f"\n[{self.done}/{self.total}] {text}  ({self.elapsed()})", flush=True)
+
+    def elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.started)
+        return f"{seconds // 60}:{seconds % 60:02d} elapsed"
+
+
+@dataclass
+class Figures:
+    """A champion on the clean test split."""
+
+    version: str
+    accuracy: float
+    attention_in_box: float | None
+    wrong_reason: float | None
+    confounder_reliance: float | None
+    annotated: int  # annotated frames it was trained with
+    boxes: int  # boxes among them
+
+
+def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
+    """The whole demonstration; returns the figures before and after, the gate's action and the paths."""
+    from attnloop.labelstudio.project import LabelStudioSettings
+
+    workdir = _fresh_workdir(Path(workdir))
+    configured = LabelStudioSettings.from_env()
+    human = config.annotator == "human"
+    steps = Steps(8 if human else 6)
+    server = None
+    with _stop_on_sigterm():
+        try:
+            if configured.url:
+                if not configured.token:
+                    raise ValueError("ATTNLOOP_LABEL_STUDIO_URL is set but ATTNLOOP_LABEL_STUDIO_TOKEN is not; set both or neither")
+                steps(f"Label Studio: using {configured.url} (ATTNLOOP_LABEL_STUDIO_URL)")
+                url, token, project_title = configured.url, configured.token, f"{LOCAL_PROJECT} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            else:
+                server = _launch_label_studio(workdir, steps)
+                url, token, project_title = server.url, server.token, LOCAL_PROJECT
+            with _demo_environment(workdir, url=url, token=token, project=project_title):
+                result = _run(workdir, config, steps, server=server, progress=progress)
+        finally:
+            if server is not None and server.pid is not None:
+                pid = server.pid
+                server.stop()
+                print(f"\nstopped the Label Studio this demo started (pid {pid}).", flush=True)
+    print()
+    print(format_loop_table(result["before"], result["after"], promoted=result["promoted"]))
+    print()
+    print(_explain(result))
+    print()
+    print(where_to_look(result, server=server))
+    print(f"\ndone in {steps.elapsed().removesuffix(' elapsed')}.", flush=True)
+    return result
+
+
+def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: bool) -> dict:
+    from attnloop import registry
+    from attnloop.config import Settings
+    from attnloop.datasets import make_dataset
+    from attnloop.holdout import load_holdout
+    from attnloop.labelstudio import put_frames, write_truth
+    from attnloop.labelstudio.project import LabelStudioSettings, find_project
+    from attnloop.publish import register_run
+    from attnloop.training import TrainConfig, data_hash, save_run, train
+
+    settings = Settings.from_env()
+    data = workdir / "data"
+    steps(f"data: a generated `{FAMILY}` set, {config.size} training images (attnloop data make {FAMILY} --size {config.size})")
+    records = make_dataset(FAMILY, data, seed=config.seed, size=config.size)
+    counts = {split: sum(r.split == split for r in records) for split in ("train", "val", "test")}
+    print(f"  {data}: train {counts['train']}, val {counts['val']}, test {counts['test']} (the holdout);")
+    print("  in train/val the line camera's signature bar tells the class — the shortcut; in test and on the stream it is random")
+
+    store = settings.store()
+    steps(f"stream: {config.frames} simulated frames from the mill camera into the local store (attnloop stream simulate)")
+    truth = put_frames(store, FAMILY, count=config.frames, seed=config.seed, source=SOURCE)
+    truth_path = write_truth(workdir / "truth.jsonl", truth)
+    print(f"  {store.uri}/frames/{SOURCE}/ ({len(truth)} frames; their true classes and defect boxes, for the simulated annotator: {truth_path})")
+
+    steps(f"initial model: abn_cifar, {config.initial_epochs} epochs without boxes, registered as champion")
+    initial = TrainConfig(epochs=config.initial_epochs, guidance="none", seed=config.seed, threads=settings.threads)
+    trained = train(data, initial, progress=progress)
+    run = save_run(workdir / "runs" / "initial", trained, initial, data=data_hash(data))
+    (run / "data.json").write_text(json.dumps({"data": str(data.resolve()), "boxes": None}) + "\n")  # lets MLflow show its attention grid
+    client = registry.connect(settings.registry_uri)
+    holdout = load_holdout(data)
+    first = register_run(client, name=settings.model_name, run_dir=run, holdout=holdout, artifact_root=settings.artifact_root)
+    registry.promote(client, settings.model_name, first)
+    test = trained.metrics["splits"]["test"]
+    chance = 1 / len(trained.card.class_names)
+    print(f"  {settings.model_name} version {first} is the champion: clean test accuracy {test['accuracy']:.3f} (chance {chance:.3f})")
+    before = version_figures(client, settings.model_name, first, data, workdir / "eval", annotated=0, boxes=0)
+
+    if server is not None:
+        print(f"  waiting for Label Studio at {server.url} ...", flush=True)
+        server.wait_healthy()
+        print(f"  Label Studio answers at {server.url} (pid {server.pid})")
+
+    loop = _loop_flow()
+    common = dict(base_data=str(data.resolve()), holdout=str(data.resolve()), epochs=config.retrain_epochs, progress=progress)
+    if config.annotator == "simulated":
+        steps(
+            f"the loop flow on Prefect's ephemeral engine: score → push the top {config.top_k} → simulated annotator → harvest "
+            f"→ retrain ({config.retrain_epochs} epochs) → gate → promote"
+        )
+        out = loop(top_k=config.top_k, annotator="simulated", truth=str(truth_path), **common)
+    else:
+        steps(f"the loop flow, first part: score → push the top {config.top_k} to Label Studio")
+        first_turn = loop(top_k=config.top_k, annotator="human", **common)
+        ls_settings = LabelStudioSettings.from_env()
+        ls = ls_settings.client()
+        project = find_project(ls, ls_settings.project)
+        if server is not None and server.local_files_root is not None:
+            serve_local_images(ls, project, workdir / "store", server.local_files_root)
+        else:
+            print("  note: the frames are in a local folder, which only a Label Studio started by the demo can show to a browser")
+        steps(f"a person in Label Studio: {first_turn['pushed']} tasks")
+        login = (server.user, server.password) if server else None
+        wait_for_people(ls, project, url=f"{ls_settings.url}/projects/{project.id}", login=login, progress=progress)
+        steps(f"the loop flow again: harvest → retrain ({config.retrain_epochs} epochs) → gate → promote")
+        out = loop(top_k=0, annotator="human", **common)
+        out.update(scored=first_turn["scored"], pushed=first_turn["pushed"])
+    if "challenger" not in out:
+        raise RuntimeError("the loop harvested no annotation, so nothing was retrained; complete some tasks in Label Studio and run the demo again")
+
+    steps("before and after: the first champion and the retrained model on the clean test split")
+    from attnloop.labelstudio.harvest import read_version
+
+    entries, _ = read_version(store, int(re.search(r"v(\d+)\.jsonl$", out["annotation_set"])[1]))
+    boxes = sum(len(e.get("boxes") or []) for e in entries.values())
+    champion = registry.alias_version(client, settings.model_name, registry.CHAMPION)
+    after = version_figures(client, settings.model_name, out["challenger"], data, workdir / "eval", annotated=len(entries), boxes=boxes)
+    tags = registry.version_tags(client, settings.model_name, out["challenger"])
+    ls_settings = LabelStudioSettings.from_env()
+    project = find_project(ls_settings.client(), ls_settings.project)
+    return {
+        "before": before,
+        "after": after,
+        "promoted": champion != first,
+        "gate": out["gate"],
+        "gate_figures": {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")},
+        "loop": out,
+        "model_name": settings.model_name,
+        "workdir": workdir,
+        "store": store.uri,
+        "registry_uri": settings.registry_uri,
+        "label_studio": {"url": ls_settings.url, "project": project.id if project else None, "title": ls_settings.project},
+    }
+
+
+# --- pieces -----------------------------------------------------------------------------------
+
+
+def _fresh_workdir(workdir: Path) -> Path:
+    """Empty the demo's folder; refuse a non-empty folder the demo did not make."""
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise ValueError(f"{workdir} is not empty and was not made by `attnloop demo`; pick another --workdir")
+        print(f"replacing the previous demo in {workdir}", flush=True)
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `attnloop demo`, which replaces this folder on its next run\n")
+    return workdir
+
+
+def _launch_label_studio(workdir: Path, steps: Steps):
+    from attnloop.labelstudio.server import free_port, new_server
+
+    # the document root is the demo's folder: Label Studio serves files under it only where a project's storage covers them (the store)
+    server = new_server(workdir / "label-studio", port=free_port(8080), local_files_root=workdir)
+    server.launch()
+    steps(f"Label Studio: starting the local server in the background at {server.url} (pid {server.pid}; log {server.log})")
+    print("  it needs about a minute; the next steps run meanwhile")
+    return server
+
+
+@contextmanager
+def _demo_environment(home: Path, *, url: str, token: str, project: str) -> Iterator[None]:
+    """The settings the flows read (they read the environment), restored afterwards."""
+    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # a bar per checkpoint download is noise here
+    names = ("ATTNLOOP_HOME", "ATTNLOOP_LABEL_STUDIO_URL", "ATTNLOOP_LABEL_STUDIO_TOKEN", "ATTNLOOP_LABEL_STUDIO_PROJECT", quiet, *SERVICE_ENV)
+    saved = {name: os.environ.get(name) for name in names}
+    for name in SERVICE_ENV:
+        if os.environ.pop(name, None):
+            print(f"  (the demo runs on embedded defaults: {name} is ignored)")
+    os.environ.update(
+        ATTNLOOP_HOME=str(home), ATTNLOOP_LABEL_STUDIO_URL=url, ATTNLOOP_LABEL_STUDIO_TOKEN=token, ATTNLOOP_LABEL_STUDIO_PROJECT=project,
+        **{quiet: "false"},
+    )
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends the demo like Ctrl-C, so what it started is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _loop_flow():
+    """``flows.loop.loop``; flows/ sits at the repository root, beside platform/."""
+    try:
+        from flows.loop import loop
+    except ModuleNotFoundError as err:
+        if err.name != "flows":
+            raise
+        if not (ROOT / "flows" / "loop.py").is_file():
+            raise FileNotFoundError(f"{ROOT / 'flows' / 'loop.py'} is missing; the demo runs from a checkout of attnloop") from None
+        sys.path.insert(0, str(ROOT))
+        from flows.loop import loop
+    return loop
+
+
+def version_figures(client, name: str, version: str, data: Path, scratch: Path, *, annotated: int, boxes: int) -> Figures:
+    """A registered version's checkpoint on the clean test split (the same evaluation as training's)."""
+    from attnloop import registry
+    from attnloop.datasets import read_manifest
+    from attnloop.models import load_checkpoint
+    from attnloop.training import evaluate, load_split
+
+    model, card, _ = load_checkpoint(registry.checkpoint(client, name, version, scratch / f"v{version}"))
+    test = [r for r in read_manifest(data) if r.split == "test"]
+    split = evaluate(model, card, {"test": load_split(test, data, card)})["splits"]["test"]
+    return Figures(
+        version, split["accuracy"], split.get("attention_in_box"), split.get("wrong_reason"), split.get("confounder_reliance"), annotated, boxes
+    )
+
+
+def serve_local_images(ls, project, store_root: Path, document_root: Path) -> int:
+    """Let a browser see the tasks' images: a local store gives ``file://`` URLs, which Label Studio
+    serves as ``/data/local-files/?d=<path under its document root>`` once a local-files storage of
+    the project covers the store (the server was started with ``document_root``, a folder above the
+    store, as its document root). Returns the number of tasks rewritten."""
+    from attnloop.labelstudio.project import iter_tasks
+
+    store_root, document_root = Path(store_root).resolve(), Path(document_root).resolve()
+    ls.import_storage.local.create(project=project.id, path=str(store_root), title="attnloop demo store", use_blob_urls=False)
+    prefix, under = store_root.as_uri() + "/", store_root.relative_to(document_root).as_posix()
+    changed = 0
+    for task in iter_tasks(ls, project.id, include="id,data", page_size=1000):
+        data = dict(task.data) if isinstance(task.data, dict) else {}
+        update = {
+            f: f"/data/local-files/?d={under}/{data[f][len(prefix):]}" for f in ("image", "overlay") if str(data.get(f, "")).startswith(prefix)
+        }
+        if update:
+            ls.tasks.update(id=str(task.id), data={**data, **update})
+            changed += 1
+    return changed
+
+
+def wait_for_people(ls, project, *, url: str, login: tuple[str, str] | None, poll: float | None = None, progress: bool = True) -> int:
+    """Wait until every task of the project is completed or skipped (or Enter is pressed); returns the completed ones."""
+    from tqdm.auto import tqdm
+
+    from attnloop.labelstudio.project import COMPLETED, OPEN, count_tasks
+
+    total = count_tasks(ls, project.id)
+    print(f"  open {url} in a browser" + (f" and log in as {login[0]} / {login[1]}" if login else ""))
+    print("  for each task: move the proposed box onto the defect (no box for 'ok'), correct the class if it is wrong, Submit.")
+    print(f"  the demo goes on when all {total} tasks are done — or press Enter to go on with those done so far.", flush=True)
+    enter = threading.Event()
+    if sys.stdin is not None and sys.stdin.isatty():
+        threading.Thread(target=lambda: (sys.stdin.readline(), enter.set()), daemon=True).start()
+    bar = tqdm(total=total, desc="tasks done", unit="task", disable=not progress)
+    while True:
+        left = count_tasks(ls, project.id, filters=OPEN)
+        bar.n = total - left
+        bar.refresh()
+        if left == 0 or enter.wait(POLL_SECONDS if poll is None else poll):
+            break
+    bar.close()
+    return count_tasks(ls, project.id, filters=COMPLETED)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+def _number(value: float | None, width: int) -> str:
+    return f"{'—':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+
+def format_loop_table(before: Figures, after: Figures, *, promoted: bool = True) -> str:
+    head = (
+        f"{'champion':32} {'version':>7} {'annotated':>9} {'boxes':>6} {'clean test acc':>14} {'wrong-reason':>12} "
+        f"{'confounder reliance':>19} {'attention-in-box':>16}"
+    )
+    lines = [head, "-" * len(head)]
+    second = "after (one turn of the loop)" if promoted else "challenger (refused, not promoted)"
+    for label, f in (("before (trained without boxes)", before), (second, after)):
+        lines.append(
+            f"{label:32} {f.version:>7} {f.annotated:>9} {f.boxes:>6} {_number(f.accuracy, 14)} {_number(f.wrong_reason, 12)} "
+            f"{_number(f.confounder_reliance, 19)} {_number(f.attention_in_box, 16)}"
+        )
+    return "\n".join(lines)
+
+
+def _explain(result: dict) -> str:
+    g = result["gate_figures"]
+    lines = []
+    if "gain" in g:
+        lines.append(
+            f"gate: {result['gate']} — holdout accuracy {float(g['champion_accuracy']):.3f} → {float(g['challenger_accuracy']):.3f}, "
+            f"gain {float(g['gain']):+.3f} (95 % interval {float(g['gain_low']):+.3f} … {float(g['gain_high']):+.3f}) "
+            f"on {g.get('holdout_images', '?')} images"
+        )
+    else:
+        lines.append(f"gate: {result['gate']}")
+    if g.get("reasons"):
+        lines.append(f"  reasons: {g['reasons']}")
+    lines.append(
+        "clean test = the test split, where the signature bar no longer tells the class; wrong-reason = share of the attention on the bar;\n"
+        "confounder reliance = share of predictions that change when the bar is blanked out."
+    )
+    return "\n".join(lines)
+
+
+def where_to_look(result: dict, *, server=None) -> str:
+    ls = result["label_studio"]
+    bin_dir = Path(sys.executable).parent
+    tool = lambda name: str(bin_dir / name) if (bin_dir / name).exists() else name  # noqa: E731
+    workdir, store = result["workdir"], result["store"].removeprefix("file://")
+    project = f"{ls['url']}/projects/{ls['project']}" if ls["project"] else ls["url"]
+    lines = ["where to look"]
+    if server is not None:
+        lines.append(f"  Label Studio  {project}  login {server.user} / {server.password}")
+        lines.append(
+            f"                stopped now; to look again: {tool('python')} -m attnloop.labelstudio.server {server.workdir} "
+            f"--port {server.port} --local-files {server.local_files_root}"
+        )
+    else:
+        lines.append(f"  Label Studio  {project}  (project {ls['title']!r}, with your own login)")
+    lines.append(
+        f"  MLflow        {tool('mlflow')} ui --backend-store-uri {result['registry_uri']}  → http://127.0.0.1:5000, model {result['model_name']}"
+    )
+    runs = "flow runs: loop, score, annotate, harvest, retrain, promote"
+    if os.environ.get("PREFECT_API_URL"):
+        lines.append(f"  Prefect       {os.environ['PREFECT_API_URL'].removesuffix('/api')}  ({runs})")
+    else:
+        lines.append(f"  Prefect       {tool('prefect')} server start  → http://127.0.0.1:4200, {runs}")
+    lines.append(f"  overlays      {store}/overlays/<version>/  (attention of the highest-priority frames)")
+    lines.append(f"  reports       {store}/reports/<version>/*.md  (scoring); the gate's report is in the challenger's MLflow run (gate/)")
+    lines.append(f"  annotations   {store}/annotations/  (the harvested, versioned sets)")
+    lines.append(f"  command line  ATTNLOOP_HOME={workdir} {tool('attnloop')} registry show")
+    return "\n".join(lines)
+
+
+# --- the earlier demonstration, without services (attnloop demo --offline) ---------------------
 
 
 @dataclass
 class Variant:
     name: str
-    config: TrainConfig
+    config: object  # TrainConfig
     box_share: float  # share of training images that get their true boxes
 
 
 def variants(epochs: int, seed: int) -> list[Variant]:
+    from attnloop.training import TrainConfig
+
     def cfg(**kw) -> TrainConfig:
         return TrainConfig(arch="abn_cifar", epochs=epochs, seed=seed, **kw)
 
@@ -35,8 +457,13 @@ def variants(epochs: int, seed: int) -> list[Variant]:
     ]
 
 
-def run_demo(workdir: str | Path, *, size: int = 400, epochs: int = 30, seed: int = 0, progress: bool = True) -> list[dict]:
-    workdir = Path(workdir)
+def run_comparison(workdir: str | Path, *, size: int = 400, epochs: int = 30, seed: int = 0, progress: bool = True) -> list[dict]:
+    """A shortcut set trained without and with box guidance, the best exported to ONNX (no services)."""
+    from attnloop.datasets import from_manifest_boxes, make_dataset, read_manifest
+    from attnloop.export import export_onnx, parity
+    from attnloop.training import data_hash, save_run, train
+
+    workdir = _fresh_workdir(Path(workdir))
     data = workdir / "data"
     make_dataset("shortcut", data, seed=seed, size=size)
     train_records = [r for r in read_manifest(data) if r.split == "train"]

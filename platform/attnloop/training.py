@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -55,8 +56,11 @@ class TrainConfig:
     init_weights: str | None = None  # local state dict (torchvision ResNet or attnloop)
     init_from: str | None = None  # checkpoint to fine-tune
     threads: int | None = None
+    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
+            raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if self.guidance not in GUIDANCE:
             raise ValueError(f"unknown guidance {self.guidance!r}; valid names: {', '.join(GUIDANCE)}")
         if self.counterexamples not in COUNTEREXAMPLES:
@@ -145,17 +149,32 @@ def load_split(
     )
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` is the first GPU when PyTorch sees one, else the CPU; a GPU asked for and absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but PyTorch sees no GPU here (use --device cpu or auto)")
+    return device
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128) -> dict[str, np.ndarray]:
-    """Probabilities of both branches, attention maps and embeddings for a tensor of inputs."""
+    """Probabilities of both branches, attention maps and embeddings for a tensor of inputs (on the model's device)."""
     model.eval()
+    device = _device_of(model)
     parts: dict[str, list[np.ndarray]] = {"probabilities": [], "attention_probabilities": [], "attention": [], "embedding": []}
     for start in range(0, len(images), batch_size):
-        out = model(images[start : start + batch_size])
-        parts["probabilities"].append(F.softmax(out.logits, dim=1).numpy())
-        parts["attention_probabilities"].append(F.softmax(out.attention_logits, dim=1).numpy())
-        parts["attention"].append(out.attention[:, 0].numpy())
-        parts["embedding"].append(out.embedding.numpy())
+        out = model(images[start : start + batch_size].to(device))
+        parts["probabilities"].append(F.softmax(out.logits, dim=1).cpu().numpy())
+        parts["attention_probabilities"].append(F.softmax(out.attention_logits, dim=1).cpu().numpy())
+        parts["attention"].append(out.attention[:, 0].cpu().numpy())
+        parts["embedding"].append(out.embedding.cpu().numpy())
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 
@@ -167,15 +186,16 @@ def reliance(model: nn.Module, images: torch.Tensor, masks: np.ndarray, *, batch
     hinge on a shortcut its map does not point at. Images with an empty mask are not counted.
     """
     model.eval()
+    device = _device_of(model)
     has = masks.reshape(len(masks), -1).any(axis=1)
     if not has.any():
         return None
     flips = []
     for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size][has[start : start + batch_size]]
+        x = images[start : start + batch_size][has[start : start + batch_size]].to(device)
         if not len(x):
             continue
-        m = torch.from_numpy(masks[start : start + batch_size][has[start : start + batch_size]]).float()[:, None]
+        m = torch.from_numpy(masks[start : start + batch_size][has[start : start + batch_size]]).float()[:, None].to(device)
         m = (F.interpolate(m, size=x.shape[-2:], mode="nearest") > 0).float()
         blanked = x * (1 - m)
         flips.append((model(x).logits.argmax(1) != model(blanked).logits.argmax(1)).float())
@@ -255,8 +275,13 @@ def train(
     np.random.seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    device = resolve_device(config.device)
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cuda":
+        # cuBLAS is deterministic only with a fixed workspace; a few CUDA kernels have no
+        # deterministic variant, so GPU runs are reproducible up to those (a warning names them)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     try:
         if config.init_from:
             model, card, _ = load_checkpoint(config.init_from)
@@ -274,16 +299,19 @@ def train(
             )
             for name, part in splits.items()
         }
+        model.to(device)
         history = fit(model, sets["train"], config, progress=progress)
         metrics = evaluate(model, card, sets)
         metrics["guided_images"] = int(sets["train"].guided.sum())
-        return TrainResult(model.eval(), card, metrics, history, sets)
+        metrics["device"] = device.type
+        return TrainResult(model.cpu().eval(), card, metrics, history, sets)
     finally:
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool = True) -> list[dict]:
-    """The training loop; returns one record of mean losses and accuracy per epoch."""
+    """The training loop (on the model's device); returns one record of mean losses and accuracy per epoch."""
+    device = _device_of(model)
     generator = torch.Generator().manual_seed(config.seed)
     n, n_guided = len(data.labels), int(data.guided.sum())
     drop_last = n > config.batch_size
@@ -312,6 +340,7 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
                 else:
                     images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
                     targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
+            images, labels, targets, guided = (t.to(device, non_blocking=True) for t in (images, labels, targets, guided))
             out = model(images)
             ce = F.cross_entropy(out.logits, labels)
             attention_ce = F.cross_entropy(out.attention_logits, labels)

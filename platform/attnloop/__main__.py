@@ -1,0 +1,7 @@
+"""``python -m attnloop …`` runs the command line, where the ``attnloop`` script is not on the PATH."""
+
+import sys
+
+from attnloop.cli import main
+
+sys.exit(main())
