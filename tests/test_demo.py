@@ -51,8 +51,8 @@ def test_the_demo_runs_one_turn_and_changes_the_champion(label_studio, prefect_s
     assert (result["before"].version, result["after"].version) == ("1", "2")
     truth = read_truth(tmp_path / "demo" / "truth.jsonl")
     entries, _ = read_version(open_store((tmp_path / "demo" / "store").as_uri()), int(loop["annotation_set"][-10:-6]))
-    # harvest keeps the frames whose annotation has a box: an "ok" frame (no defect) is flagged "no object" and left out
-    assert 1 <= len(entries) <= 4 and all(truth[key].boxes for key in entries)
+    # every annotated frame is in the set: a defect with its boxes, an "ok" frame (flagged "no object") with its class alone
+    assert len(entries) == 4 and all(e["label"] == truth[key].label and len(e["boxes"]) == len(truth[key].boxes) for key, e in entries.items())
     assert result["before"].boxes == 0 and result["after"].annotated == len(entries)
     assert result["after"].boxes == sum(len(truth[key].boxes) for key in entries)
     # the demo's state lives in its folder, on embedded defaults; the caller's environment is restored

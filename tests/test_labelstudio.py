@@ -30,7 +30,7 @@ from attnloop.labelstudio import (
 )
 from attnloop.labelstudio.harvest import meta_key
 from attnloop.labelstudio.project import iter_tasks
-from attnloop.labelstudio.results import choices_result, rectangle_result
+from attnloop.labelstudio.results import NO_OBJECT, choices_result, rectangle_result
 from attnloop.proposals import attention_box
 from attnloop.scoring import content_hash, overlay_key
 from attnloop.storage import open_store
@@ -229,11 +229,11 @@ def test_noisy_annotator_is_seeded_and_honours_rates(ls, store):
 
 def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     project = bootstrap(ls, title="edits", classes=CLASSES)
-    rows, truth = make_frames(store, "edits", 7, seed=5)
+    rows, truth = make_frames(store, "edits", 8, seed=5)
     push(ls, project, rows, store=store, model_version=MODEL)
     tasks = {t.data["key"]: t.id for t in all_tasks(ls, project.id)}
     keys = sorted(tasks)
-    good, skipped, zero, rotated, unknown, garbage, untouched = keys
+    good, skipped, zero, rotated, unknown, garbage, untouched, nothing = keys
 
     def box(key, delta=0.0, label=None):
         label = label or truth[key].label
@@ -254,12 +254,14 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     nonsense = box(garbage)
     nonsense["value"]["x"] = "left of the hole"
     annotate(garbage, choices_result(["dent"]), nonsense, box(garbage, label="dent"))
+    annotate(nothing, choices_result(["fine"]), choices_result([NO_OBJECT], from_name="flag"))  # nothing to box: the class alone
 
     prefix = "annotations/edits/"
     v1 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
-    assert (v1.version, v1.added, v1.updated) == (1, 4, 0)
+    assert (v1.version, v1.added, v1.updated) == (1, 5, 0)
     entries, _ = read_version(store, 1, prefix)
-    assert set(entries) == {good, zero, unknown, garbage}  # not the skipped, not the rotated-only, not the untouched
+    assert set(entries) == {good, zero, unknown, garbage, nothing}  # not the skipped, not the rotated-only, not the untouched
+    assert (entries[nothing]["boxes"], entries[nothing]["label"]) == ([], "fine")  # a class correction without evidence
     assert entries[zero]["boxes"] == [pytest.approx(truth[zero].boxes[0], abs=1e-6)]
     assert entries[unknown]["label"] == "scratch" and entries[garbage]["label"] == "dent"  # class corrections kept
     reasons = sorted((p.task, p.reason) for p in v1.problems)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from attnloop.datasets import Annotation, make_dataset, read_manifest
+from attnloop.datasets import Annotation, make_dataset, read_annotations, read_manifest
 from attnloop.training import TrainConfig, data_hash, resolve_annotations, save_run, train
 
 TINY = dict(arch="abn_cifar", epochs=2, batch_size=8)
@@ -74,6 +74,15 @@ def test_a_class_correction_replaces_the_manifest_label(tiny_data):
     data = load_split([first], tiny_data, card, annotations={first.image: Annotation(first.boxes, label=other)})
     assert data.labels.tolist() == [card.class_names.index(other)] and data.guided.tolist() == [True]
     assert data.targets.sum() > 0 and data.inside.sum() > 0
+    # "nothing to box here" (e.g. an ok board): the class alone, read from an annotation set, guides nothing
+    path = tiny_data / "class-only.jsonl"
+    path.write_text(json.dumps({"image": first.image, "boxes": [], "label": other}) + "\n")
+    alone = load_split([first], tiny_data, card, annotations=read_annotations(path))
+    assert alone.labels.tolist() == [card.class_names.index(other)] and alone.guided.tolist() == [False]
+    assert alone.targets.sum() == 0
+    path.write_text(json.dumps({"image": first.image, "boxes": []}) + "\n")
+    with pytest.raises(ValueError, match="needs boxes, an attention_map or a label"):
+        read_annotations(path)
 
 
 def test_bad_options_name_the_valid_ones():

@@ -132,7 +132,7 @@ def load_split(
         labels.append(index[label])
         targets.append(target)
         inside.append(hit)
-        guided.append(note is not None)
+        guided.append(note is not None and (bool(note.boxes) or note.attention_map is not None))  # a class correction alone guides nothing
         boxes.append(box_mask(record.boxes, image_size=size, out_size=card.attention_size))
         confounders.append(box_mask(record.confounder_boxes, image_size=size, out_size=card.attention_size))
     h, w = card.attention_size

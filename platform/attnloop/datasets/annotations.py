@@ -31,8 +31,8 @@ def read_annotations(path: str | Path) -> dict[str, Annotation]:
         if "image" not in data:
             raise ValueError(f"{where}: an annotation needs an 'image'")
         annotation = Annotation(_boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"))
-        if not annotation.boxes and annotation.attention_map is None:
-            raise ValueError(f"{where}: an annotation needs boxes or an attention_map")
+        if not annotation.boxes and annotation.attention_map is None and not annotation.label:
+            raise ValueError(f"{where}: an annotation needs boxes, an attention_map or a label (a class correction)")
         out[data["image"]] = annotation
     return out
 

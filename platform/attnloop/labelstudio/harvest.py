@@ -121,9 +121,11 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
         if correction.label is None:
             labels = {label for box_labels in _box_labels(annotation.get("result")) for label in box_labels if label in classes}
             correction.label = labels.pop() if len(labels) == 1 else None
-        if not correction.boxes:
+        class_only = NO_OBJECT in correction.flags and correction.label is not None
+        if not correction.boxes and not class_only:
+            # no box, and not a "nothing to box here" answer: a box that was meant but is unusable or missing
             reason = (
-                f"flagged '{NO_OBJECT}'"
+                f"flagged '{NO_OBJECT}' without a class"
                 if NO_OBJECT in correction.flags
                 else "no usable evidence box" + (" (see the problems above)" if correction.problems else " was drawn")
             )
