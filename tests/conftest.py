@@ -28,6 +28,23 @@ def write_tiny_manifest(root: Path, *, per_class: int = 6, size: int = 32, chann
     return root
 
 
+def register_weak_champion(data: Path, workdir: Path) -> str:
+    """A barely trained model on ``data`` registered and made champion in the configured MLflow store;
+    its version. It answers one class for everything, so a model trained on real corrections beats it."""
+    from attnloop import registry
+    from attnloop.config import Settings
+    from attnloop.publish import register_run
+    from attnloop.training import TrainConfig, save_run, train
+
+    settings = Settings.from_env()
+    client = registry.connect(settings.registry_uri)
+    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
+    run_dir = save_run(workdir / "weak", weak, TrainConfig(), data="tiny")
+    version = register_run(client, name=settings.model_name, run_dir=run_dir, artifact_root=settings.artifact_root)
+    registry.promote(client, settings.model_name, version)
+    return version
+
+
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return write_tiny_manifest(tmp_path / "data")

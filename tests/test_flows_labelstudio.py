@@ -69,9 +69,7 @@ def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, mo
     from attnloop import registry
     from attnloop.gate import PROMOTE
     from attnloop.labelstudio import write_truth
-    from attnloop.publish import register_run
-    from attnloop.training import TrainConfig, save_run, train
-    from conftest import write_tiny_manifest
+    from conftest import register_weak_champion, write_tiny_manifest
     from flows.loop import loop
 
     url, token = label_studio
@@ -85,9 +83,7 @@ def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, mo
     data = write_tiny_manifest(tmp_path / "data", per_class=20)
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
-    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
-    first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
-    registry.promote(client, settings.model_name, first)
+    register_weak_champion(data, tmp_path)
     store = settings.store()
     truth = put_labeled_frames(store, "line-2", 6)
     out = loop(

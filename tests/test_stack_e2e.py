@@ -21,7 +21,7 @@ from attnloop import registry
 from attnloop.config import Settings
 from attnloop.gate import REFUSE
 from attnloop.localstack import ROOT, start, stop
-from conftest import write_tiny_manifest
+from conftest import register_weak_champion, write_tiny_manifest
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -84,19 +84,6 @@ def run(name: str, running, **parameters):
     return flow_run
 
 
-def register_weak_champion(tmp_path: Path, data: Path) -> str:
-    from attnloop.publish import register_run
-    from attnloop.training import TrainConfig, save_run, train
-
-    settings = Settings.from_env()
-    client = registry.connect(settings.registry_uri)
-    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
-    run_dir = save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny")
-    version = register_run(client, name=settings.model_name, run_dir=run_dir, artifact_root=settings.artifact_root)
-    registry.promote(client, settings.model_name, version)
-    return version
-
-
 def served_version(running) -> str | None:
     with urllib.request.urlopen(f"{running.url('serving')}/model", timeout=5) as response:
         return json.loads(response.read())["version"]
@@ -123,7 +110,7 @@ def test_loop_deployment_promotes_when_the_gain_passes_and_not_otherwise(stack_e
     running, data = stack_env
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
-    weak = register_weak_champion(tmp_path, data)
+    weak = register_weak_champion(data, tmp_path)
     wait_served(running, weak)
     store = settings.store()
 
@@ -161,7 +148,7 @@ def test_promote_deployment_pauses_for_a_persons_approval(stack_env, tmp_path):
     running, data = stack_env
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
-    register_weak_champion(tmp_path, data)
+    register_weak_champion(data, tmp_path)
     good = train(data, TrainConfig(epochs=6, guidance="none"), progress=False)
     challenger = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "good", good, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
 
