@@ -275,8 +275,8 @@ def write(out: str | Path, rows: list[dict], *, command: str) -> dict:
 def merge(parts: Sequence[str | Path], out: str | Path) -> dict:
     """Join benchmark outputs run apart (e.g. one seed each, ``--first-seed``) into one ``out``.
 
-    The parts must have run the same strategies and budgets on distinct seeds; their commands are
-    kept, one per line, in the report.
+    The parts must have run the same strategies and budgets on distinct seeds; the report names
+    each part's command.
     """
     rows: list[dict] = []
     commands: list[str] = []
