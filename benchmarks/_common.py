@@ -1,7 +1,8 @@
-"""What the benchmark scripts share: writing the report, a free loopback port."""
+"""What the benchmark scripts share: writing the report, the CPU's name, a free loopback port."""
 
 from __future__ import annotations
 
+import platform
 import socket
 from pathlib import Path
 
@@ -21,3 +22,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, for the machine line of a report."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -25,7 +25,7 @@ from attnloop.export import export_onnx
 from attnloop.models import build_model, make_card
 from attnloop.runtime import OnnxModel
 
-from _common import emit
+from _common import cpu_name, emit
 
 CASES = (("abn_cifar", 64), ("msabn_cifar", 64), ("abn_resnet18", 224), ("msabn_resnet18", 224))
 BATCHES = (1, 32)
@@ -63,16 +63,6 @@ def measure(arch: str, side: int, batch: int, *, threads: int, seconds: float, r
         onnx_rates.append(throughput(onnx_run, batch, seconds))
     t, o = statistics.median(torch_rates), statistics.median(onnx_rates)
     return {"arch": arch, "input": side, "batch": batch, "torch": t, "onnx": o, "ratio": o / t}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ import onnxruntime as ort
 from attnloop import imaging
 from attnloop.runtime import OnnxModel
 
-from _common import emit
+from _common import cpu_name, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = 25  # latency calls per block; blocks of the four kinds take turns
@@ -45,16 +45,6 @@ from serving.app import create_app
 app = create_app(model_source={model!r}, micro_batching={batching!r}, device="cpu")
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def app_module():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ from attnloop.datasets import from_manifest_boxes, make_dataset
 from attnloop.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import emit  # noqa: E402
+from _common import cpu_name, emit  # noqa: E402
 
 RUNS = {
     "initial, unguided (30 epochs)": (dict(epochs=30, guidance="none"), False),
@@ -69,7 +68,7 @@ def main() -> int:
         f"Command: `python benchmarks/training_device.py --family {args.family} --size {args.size}"
         + (f" --out {args.out}`" if args.out else "`"),
         "",
-        f"Machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}, "
+        f"Machine: {os.cpu_count()} CPU cores ({cpu_name()}, "
         f"{torch.get_num_threads()} PyTorch threads), GPU: {gpu}; PyTorch {torch.__version__}. "
         f"Data: `{args.family}`, {args.size} training images, `abn_cifar`, batch 32. Both devices in one process, one after the other.",
         "",
