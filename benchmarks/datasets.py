@@ -2,11 +2,11 @@
 
 For every family and seed: generate the dataset, train an ABN without guidance and one with the
 true boxes on every training image (map matching λ=10 + counterexamples), and report train and
-clean-test accuracy, attention-in-box and wrong-reason of the attention map, and the reliance
-on the object and on the confounder (share of predictions that change when that region is
-blanked) (mean ± std over seeds). "Confounder
-area" is the share of the image the confounder boxes cover: the wrong-reason a flat attention
-map would get.
+clean-test accuracy, attention-in-box and wrong-reason of the attention map, the wrong-reason
+of the input gradients, and the reliance on the object and on the confounder (share of
+predictions that change when that region is blanked) (mean ± std over seeds). "Confounder
+area" is the share of the image the confounder boxes cover: the wrong-reason a flat map would
+get.
 
     .venv/bin/python benchmarks/datasets.py --out docs/benchmarks/datasets.md
 """
@@ -20,10 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 from attnloop import imaging
 from attnloop.datasets import FAMILIES, make_dataset
 from attnloop.masks import box_mask
-from attnloop.training import TrainConfig, resolve_annotations, train
+from attnloop.training import ImageSet, TrainConfig, resolve_annotations, train
 
 from _common import emit
 
@@ -46,6 +50,30 @@ def confounder_area(root: Path, records) -> float:
     return statistics.mean(shares)
 
 
+def gradient_wrong_reason(model: torch.nn.Module, data: ImageSet, batch_size: int = 64) -> float:
+    """Share of |∂ logit(predicted class) / ∂ input| (summed over channels) inside the confounder boxes.
+
+    The input-gradient explanation of Ross et al. (2017): where a small change of the image moves
+    the decision. Unlike the attention map it follows what the model uses at full resolution.
+    Mean over the images that have confounder boxes.
+    """
+    model.eval()
+    has = data.confounder_masks.reshape(len(data.confounder_masks), -1).any(axis=1)
+    shares = []
+    for start in range(0, len(data.images), batch_size):
+        keep = has[start : start + batch_size]
+        if not keep.any():
+            continue
+        x = data.images[start : start + batch_size][torch.from_numpy(keep)].clone().requires_grad_(True)
+        logits = model(x).logits
+        logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+        gradient = x.grad.abs().sum(dim=1)
+        mask = torch.from_numpy(data.confounder_masks[start : start + batch_size][keep]).float()[:, None]
+        mask = (F.interpolate(mask, size=gradient.shape[-2:], mode="nearest")[:, 0] > 0).float()
+        shares.append(((gradient * mask).sum(dim=(1, 2)) / gradient.sum(dim=(1, 2)).clamp_min(1e-12)).numpy())
+    return float(np.concatenate(shares).mean())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
@@ -58,7 +86,7 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in families:
-            buckets = {name: {k: [] for k in ("train", "test", "attention_in_box", "wrong_reason", "object_reliance", "confounder_reliance")} for name in TRAININGS}
+            buckets = {name: {k: [] for k in ("train", "test", "attention_in_box", "wrong_reason", "gradient_wrong_reason", "object_reliance", "confounder_reliance")} for name in TRAININGS}
             areas, seconds = [], []
             for seed in range(args.seeds):
                 root = Path(tmp) / f"{family}-{seed}"
@@ -79,11 +107,13 @@ def main() -> int:
                     b["test"].append(splits["test"]["accuracy"])
                     b["attention_in_box"].append(splits["test"]["attention_in_box"] or 0.0)
                     b["wrong_reason"].append(splits["test"]["wrong_reason"])
+                    b["gradient_wrong_reason"].append(gradient_wrong_reason(result.model, result.sets["test"]))
                     b["object_reliance"].append(splits["test"]["object_reliance"] or 0.0)
                     b["confounder_reliance"].append(splits["test"]["confounder_reliance"])
                     print(
                         f"{family:13} seed {seed} {name:9} train {b['train'][-1]:.3f} test {b['test'][-1]:.3f} "
-                        f"in-box {b['attention_in_box'][-1]:.3f} wrong-reason {b['wrong_reason'][-1]:.3f} "
+                        f"in-box {b['attention_in_box'][-1]:.3f} wrong-reason map {b['wrong_reason'][-1]:.3f} "
+                        f"gradients {b['gradient_wrong_reason'][-1]:.3f} "
                         f"reliance object {b['object_reliance'][-1]:.3f} confounder {b['confounder_reliance'][-1]:.3f}",
                         flush=True,
                     )
@@ -91,7 +121,8 @@ def main() -> int:
             for name, b in buckets.items():
                 rows.append(
                     f"| {family} | {chance:.2f} | {statistics.mean(areas):.3f} | {name} | {fmt(b['train'])} | {fmt(b['test'])} "
-                    f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} | {fmt(b['object_reliance'])} "
+                    f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} | {fmt(b['gradient_wrong_reason'])} "
+                    f"| {fmt(b['object_reliance'])} "
                     f"| {fmt(b['confounder_reliance'])} |"
                 )
             print(f"{family}: {statistics.mean(seconds):.0f} s per training run", flush=True)
@@ -110,13 +141,15 @@ def main() -> int:
             "(a new dataset and initialization per seed). *Unguided*: plain ABN loss. *All boxes*: the true boxes of every "
             "training image, map-matching loss (λ = 10) and counterexamples. Test = the clean split, where the shortcut is "
             "broken. Attention-in-box on test images with boxes (none for classes without an object, e.g. `ok`). "
+            "*Wrong-reason*: the share of an explanation inside the confounder boxes, of the attention map (what the "
+            "model shows) and of the input gradients |∂ logit / ∂ x| (Ross et al. 2017). "
             "*Confounder area*: share of the image inside the confounder boxes, the wrong-reason of a flat map. "
             "*Reliance*: share of test predictions that change when the object boxes, or the confounder boxes, are "
             "blanked (set to the training mean): what the model uses, where the map shows where it looks.",
             "",
             "| family | chance | confounder area | training | train acc | clean test acc | attention-in-box | wrong-reason "
-            "(map) | object reliance | confounder reliance |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "(map) | wrong-reason (gradients) | object reliance | confounder reliance |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -1,9 +1,14 @@
 """``decoy-digits``: Decoy-MNIST on the handwritten digits bundled with scikit-learn.
 
 Each 8×8 digit of ``sklearn.datasets.load_digits`` is upscaled to 24×24 and placed at a random
-spot of a noisy 64×64 canvas; an 8×8 decoy patch in a random corner has the grey level
-``255 − 25·variant`` (Ross et al. 2017). Train/val and test/stream draw from disjoint halves
-of the digit images. Boxes: the digit; confounder box: the patch.
+spot of a noisy 64×64 canvas, clear of the corners; a 16×16 decoy patch in a random corner has
+the grey level ``255 − 25·variant`` (the rule of Ross et al. 2017). Train/val and test/stream
+draw from disjoint digit images (three quarters, one quarter). Boxes: the digit; confounder box: the patch.
+
+The patch is larger than Decoy-MNIST's (6 % of the image, as the confounders of ``moa`` and
+``mill`` are): with an 8×8 patch the unguided ABN learned the digit as much as the patch
+(blanking the patch changed 14 % of its test predictions, clean test accuracy 0.49); with
+16×16 it takes the shortcut, as the benchmark needs (docs/benchmarks/datasets.md).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from attnloop.datasets.shortcut import corner_patch
 
 SIDE = 64
 DIGIT = 24
-PATCH = 8
+PATCH = 16
 
 
 @functools.cache
