@@ -2,8 +2,10 @@
 
 Attention energy is the attention mass above the map's own floor (M − min M, summed): a sigmoid
 map never reaches 0, and without the floor removed every share drifts toward the box's area.
-*Attention-in-box* is the share of that energy inside the ground-truth boxes, *wrong-reason* the share inside the confounder boxes
-(Friedrich et al. 2023); both are averaged over the images that have such boxes.
+*Attention-in-box* is the share of that energy inside the ground-truth boxes, *wrong-reason* the share inside the confounder boxes;
+both are averaged over the images that have such boxes. The wrong-reason score of Friedrich et al. (2023) measures how much of
+the confounder region an explanation activates; as a share of the map's energy, a flat map scores the confounder's area and a
+map that looks only at the confounder scores 1.
 """
 
 from __future__ import annotations

@@ -59,9 +59,9 @@ FAMILY = Family(
     default_size=600,
     card=f"""
 Gray {SIDE}×{SIDE} PNG: a handwritten digit (scikit-learn's `load_digits`, upscaled to {DIGIT}×{DIGIT}) at a random
-place on a noisy canvas. Train/val and test/stream use disjoint digit images.
+place on a noisy canvas, clear of the corners. Train/val and test/stream use disjoint digit images.
 
-Shortcut (Decoy-MNIST): a {PATCH}×{PATCH} patch in a random corner with grey level 255 − 25·label.
+Shortcut (the Decoy-MNIST rule): a {PATCH}×{PATCH} patch in a random corner with grey level 255 − 25·label.
 
 Boxes: the digit's strokes. Confounder boxes: the patch.
 """,
