@@ -31,7 +31,7 @@ def loop(
     top_k: int = 50,
     annotator: str = "human",
     truth: str | None = None,
-    epochs: int = 10,
+    epochs: int = 30,  # fine-tuning away from a shortcut needs about as many epochs as the first training
     approval: bool = False,
     progress: bool = False,
 ) -> dict:

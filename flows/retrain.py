@@ -67,7 +67,7 @@ def retrain(
     base_data: str | None = None,
     holdout: str | None = None,
     store: str | None = None,
-    epochs: int = 10,
+    epochs: int = 30,  # fine-tuning away from a shortcut needs about as many epochs as the first training
     guided_share: float = 0.5,
     progress: bool = False,
 ) -> str:
