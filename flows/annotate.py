@@ -27,7 +27,9 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()
     project = bootstrap(ls, title=ls_settings.project, classes=list(onnx.card.class_names))
-    result = push(ls, project, candidates, store=store, model_version=version, max_open=max_open)
+    result = push(
+        ls, project, candidates, store=store, model_version=version, max_open=max_open, document_root=ls_settings.document_root
+    )
     create_table_artifact(
         [{"key": c.key, "priority": round(c.priority, 3), "predicted": c.predicted} for c in candidates[:20]],
         key="top-candidates",

@@ -53,7 +53,10 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
     assert (pushed["created"], annotate(model=model, top_k=5)["created"]) == (5, 0)  # never twice
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()
-    assert simulate_annotator(ls, find_project(ls, ls_settings.project), truth)["annotated"] == 5
+    project = find_project(ls, ls_settings.project)
+    images = [t.data["image"] for t in ls.tasks.list(project=project.id, fields="all")]
+    assert len(images) == 5 and all(i.startswith("/data/local-files/?d=") for i in images)  # the local store, served by Label Studio
+    assert simulate_annotator(ls, project, truth)["annotated"] == 5
     harvested = harvest()
     assert harvested["written"] and harvested["added"] == 5 and harvested["problems"] == 0
     entries, _ = read_version(store, harvested["version"])

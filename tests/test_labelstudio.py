@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from attnloop.labelstudio import (
     simulate_annotator,
 )
 from attnloop.labelstudio.harvest import meta_key
+from attnloop.labelstudio.push import local_files_urls
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import NO_OBJECT, choices_result, rectangle_result
 from attnloop.proposals import attention_box
@@ -184,6 +186,34 @@ def test_push_500_tasks_in_bulk_with_predictions_and_never_twice(ls, store):
 
 
 # --- annotate and harvest --------------------------------------------------------------------
+
+
+def test_a_local_store_is_served_to_annotators_by_label_studio(ls, ls_server, tmp_path):
+    """A local store's frames reach a browser through Label Studio's local-files serving, not as file:// URLs."""
+    local = open_store(str(tmp_path / "store"), create=True)
+    project = bootstrap(ls, title="push local", classes=CLASSES, template="box_correction_overlay")
+    rows, _ = make_frames(local, "local", 12, seed=4, overlay_every=4)
+    assert push(ls, project, rows, store=local, model_version=MODEL).created == 12
+    more, _ = make_frames(local, "local-more", 3, seed=5)
+    assert push(ls, project, more, store=local, model_version=MODEL).created == 3
+    storages = ls.import_storage.local.list(project=project.id)
+    assert [Path(s.path) for s in storages] == [local.root]  # created once, and nothing imported from it
+    tasks = all_tasks(ls, project.id, fields="all")
+    assert len(tasks) == 15
+    for task in tasks:
+        data = task.data
+        assert data["image"].startswith("/data/local-files/?d=")
+        request = urllib.request.Request(ls_server.url + data["image"], headers={"Authorization": f"Token {ls_server.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.read() == local.get(data["key"])
+        if data["has_overlay"]:
+            assert data["overlay"].startswith("/data/local-files/?d=")
+
+
+def test_a_local_store_outside_label_studio_document_root_is_refused(tmp_path):
+    local = open_store(str(tmp_path / "store"), create=True)
+    with pytest.raises(ValueError, match="outside Label Studio's document root"):
+        local_files_urls(None, 1, local, document_root=tmp_path / "elsewhere")
 
 
 def test_simulated_annotator_boxes_come_back_within_one_pixel(ls, store, tmp_path):

@@ -107,7 +107,8 @@ def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress
             else:
                 server = _launch_label_studio(workdir, steps)
                 url, token, project_title = server.url, server.token, LOCAL_PROJECT
-            with _demo_environment(workdir, url=url, token=token, project=project_title):
+            document_root = server.local_files_root if server is not None else configured.document_root
+            with _demo_environment(workdir, url=url, token=token, project=project_title, document_root=document_root):
                 result = _run(workdir, config, steps, server=server, progress=progress)
         finally:
             if server is not None and server.pid is not None:
@@ -181,10 +182,8 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
         ls_settings = LabelStudioSettings.from_env()
         ls = ls_settings.client()
         project = find_project(ls, ls_settings.project)
-        if server is not None and server.local_files_root is not None:
-            serve_local_images(ls, project, workdir / "store", server.local_files_root)
-        else:
-            print("  note: the frames are in a local folder, which only a Label Studio started by the demo can show to a browser")
+        if server is None:
+            print("  note: the frames are in a local folder; your Label Studio shows them only if it runs on this machine with local-files serving on")
         steps(f"a person in Label Studio: {first_turn['pushed']} tasks")
         login = (server.user, server.password) if server else None
         wait_for_people(ls, project, url=f"{ls_settings.url}/projects/{project.id}", login=login, progress=progress)
@@ -247,17 +246,20 @@ def _launch_label_studio(workdir: Path, steps: Steps):
 
 
 @contextmanager
-def _demo_environment(home: Path, *, url: str, token: str, project: str) -> Iterator[None]:
+def _demo_environment(home: Path, *, url: str, token: str, project: str, document_root: str | Path) -> Iterator[None]:
     """The settings the flows read (they read the environment), restored afterwards."""
     quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # a bar per checkpoint download is noise here
-    names = ("ATTNLOOP_HOME", "ATTNLOOP_LABEL_STUDIO_URL", "ATTNLOOP_LABEL_STUDIO_TOKEN", "ATTNLOOP_LABEL_STUDIO_PROJECT", quiet, *SERVICE_ENV)
+    names = (
+        "ATTNLOOP_HOME", "ATTNLOOP_LABEL_STUDIO_URL", "ATTNLOOP_LABEL_STUDIO_TOKEN", "ATTNLOOP_LABEL_STUDIO_PROJECT",
+        "ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", quiet, *SERVICE_ENV,
+    )
     saved = {name: os.environ.get(name) for name in names}
     for name in SERVICE_ENV:
         if os.environ.pop(name, None):
             print(f"  (the demo runs on embedded defaults: {name} is ignored)")
     os.environ.update(
         ATTNLOOP_HOME=str(home), ATTNLOOP_LABEL_STUDIO_URL=url, ATTNLOOP_LABEL_STUDIO_TOKEN=token, ATTNLOOP_LABEL_STUDIO_PROJECT=project,
-        **{quiet: "false"},
+        ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT=str(document_root), **{quiet: "false"},
     )
     try:
         yield
@@ -313,28 +315,6 @@ def version_figures(client, name: str, version: str, data: Path, scratch: Path, 
     return Figures(
         version, split["accuracy"], split.get("attention_in_box"), split.get("wrong_reason"), split.get("confounder_reliance"), annotated, boxes
     )
-
-
-def serve_local_images(ls, project, store_root: Path, document_root: Path) -> int:
-    """Let a browser see the tasks' images: a local store gives ``file://`` URLs, which Label Studio
-    serves as ``/data/local-files/?d=<path under its document root>`` once a local-files storage of
-    the project covers the store (the server was started with ``document_root``, a folder above the
-    store, as its document root). Returns the number of tasks rewritten."""
-    from attnloop.labelstudio.project import iter_tasks
-
-    store_root, document_root = Path(store_root).resolve(), Path(document_root).resolve()
-    ls.import_storage.local.create(project=project.id, path=str(store_root), title="attnloop demo store", use_blob_urls=False)
-    prefix, under = store_root.as_uri() + "/", store_root.relative_to(document_root).as_posix()
-    changed = 0
-    for task in iter_tasks(ls, project.id, include="id,data", page_size=1000):
-        data = dict(task.data) if isinstance(task.data, dict) else {}
-        update = {
-            f: f"/data/local-files/?d={under}/{data[f][len(prefix):]}" for f in ("image", "overlay") if str(data.get(f, "")).startswith(prefix)
-        }
-        if update:
-            ls.tasks.update(id=str(task.id), data={**data, **update})
-            changed += 1
-    return changed
 
 
 def wait_for_people(ls, project, *, url: str, login: tuple[str, str] | None, poll: float | None = None, progress: bool = True) -> int:

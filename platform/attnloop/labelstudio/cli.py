@@ -54,7 +54,10 @@ def cmd_push(args: argparse.Namespace, settings) -> int:
     ls_settings, ls, title = _connect(args)
     project = _project(ls, ls_settings, title)
     try:
-        result = push(ls, project, candidates, store=store, model_version=args.model_version, max_open=args.max_open, batch_size=args.batch_size)
+        result = push(
+            ls, project, candidates, store=store, model_version=args.model_version, max_open=args.max_open,
+            batch_size=args.batch_size, document_root=ls_settings.document_root,
+        )
     except PushInterrupted as err:
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 1

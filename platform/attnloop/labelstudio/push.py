@@ -1,6 +1,6 @@
 """Send ranked candidates to Label Studio as tasks with pre-annotations, each object key once.
 
-A task's ``data`` carries the image URL (a presigned store URL), the attention overlay URL, the
+A task's ``data`` carries the image URL, the attention overlay URL, the
 object key and content hash (the idempotency key, DESIGN.md), the priority signals and the
 model version. Its prediction holds the predicted class and the attention box proposal, with
 ``score`` = priority so the Data Manager sorts by it.
@@ -8,6 +8,11 @@ model version. Its prediction holds the predicted class and the attention box pr
 Before creating anything, push lists every task of the project (all pages) and leaves out
 keys that already have one; tasks go in batches, so a Label Studio that stops mid-push costs
 at most the batch in flight, and a re-run creates exactly what is missing.
+
+Image URLs: an S3 store's objects are presigned (7 days). A local store's files are served by
+Label Studio itself, as ``/data/local-files/?d=<path under its document root>``, which needs a
+server on the same machine with local-files serving on and a local-files storage of the project
+covering the store: push creates that storage once (it imports nothing).
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import quote
 
 import numpy as np
 
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import choices_result, rectangle_result
-from attnloop.storage import Store
+from attnloop.storage import LocalStore, Store
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +172,14 @@ def push(
     max_open: int | None = None,
     batch_size: int = 100,
     image_url: Callable[[str], str] | None = None,
+    document_root: str | Path = "/",
 ) -> PushResult:
     """Create a task with pre-annotations for every candidate whose key has none yet, highest
     priority first, keeping at most ``max_open`` tasks open (backpressure).
 
-    ``image_url(key)`` makes the URL an annotator's browser loads; the default presigns the store
-    object for 7 days. Raises :class:`PushInterrupted` (how many were created; re-running is
+    ``image_url(key)`` makes the URL an annotator's browser loads; the default presigns an S3
+    object for 7 days and, for a local store, is :func:`local_files_urls` under Label Studio's
+    ``document_root`` (its ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``). Raises :class:`PushInterrupted` (how many were created; re-running is
     safe) when Label Studio stops answering part-way.
     """
     import httpx
@@ -203,7 +212,12 @@ def push(
         return PushResult(0, skipped_existing, skipped_backpressure)
 
     overlays = {info.key for info in store.list(f"{OVERLAYS}{safe_version(model_version)}/")}
-    url = image_url or (lambda key: store.presign(key, expires=URL_LIFETIME))
+    if image_url is not None:
+        url = image_url
+    elif isinstance(store, LocalStore):
+        url = local_files_urls(ls, pid, store, document_root)
+    else:
+        url = presigner(store)
     created = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
@@ -223,6 +237,47 @@ def push(
             ) from err
         created += int(response.task_count if response.task_count is not None else len(batch))
     return PushResult(created, skipped_existing, skipped_backpressure)
+
+
+def local_files_urls(ls, project: int, store: LocalStore, document_root: str | Path = "/") -> Callable[[str], str]:
+    """``key → /data/local-files/?d=…``: the URLs Label Studio serves a local store's files under.
+
+    Makes sure the project has a local-files storage whose path is the store's folder (Label
+    Studio serves a file only to users of a project with such a storage); it is created once and
+    never synced, so it imports nothing. The store must lie under ``document_root``.
+    """
+    root, document_root = store.root, Path(document_root).resolve()
+    try:
+        under = root.relative_to(document_root)
+    except ValueError:
+        raise ValueError(
+            f"the local store {root} is outside Label Studio's document root {document_root}, so it cannot show its images: "
+            "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at or above the store and set "
+            "ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT to the same folder, or use an S3 store"
+        ) from None
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        if not any(Path(storage.path or "").resolve() == root for storage in ls.import_storage.local.list(project=project)):
+            ls.import_storage.local.create(project=project, path=str(root), title="attnloop store", use_blob_urls=False)
+    except ApiError as err:
+        log.warning(
+            "Label Studio refused a local-files storage for %s (%s): tasks get file:// URLs, which a browser will not load; "
+            "start Label Studio with LOCAL_FILES_SERVING_ENABLED=true, or use an S3 store", root, _describe(err),
+        )
+        return presigner(store)
+
+    def url(key: str) -> str:
+        return "/data/local-files/?d=" + quote((under / key).as_posix())
+
+    return url
+
+
+def presigner(store: Store) -> Callable[[str], str]:
+    def url(key: str) -> str:
+        return store.presign(key, expires=URL_LIFETIME)
+
+    return url
 
 
 def _describe(err: BaseException) -> str:
