@@ -25,6 +25,7 @@ from prefect_dask import DaskTaskRunner
 from attnloop.config import Settings
 from attnloop.registry import open_source
 from attnloop.scoring import score_store
+from flows import scoring_slot
 
 DASK_ADDRESS_ENV = "ATTNLOOP_DASK_ADDRESS"
 
@@ -116,8 +117,14 @@ def score_backlog(
     overlays: int = 16,
 ) -> dict:
     """Score every frame not yet scored by the (pinned) model, one task per (source, day) on Dask.
-    ``overlays`` is per partition. Returns the totals and each partition's summary."""
+    ``overlays`` is per partition. Waits for the scoring slot (:mod:`flows.scoring_slot`), which it
+    holds to the end. Returns the totals and each partition's summary."""
     runner = dask_runner(dask_address, workers)
+    with scoring_slot.acquire(None):  # one scoring run at a time: a running `score` finishes first
+        return _score_backlog(runner, store, model, source, object_fraction, overlays)
+
+
+def _score_backlog(runner: DaskTaskRunner, store: str | None, model: str | None, source: str | None, object_fraction: float, overlays: int) -> dict:
     store_uri, partitions = list_partitions(store, source)
     pinned = pin_model(model)
     logger = get_run_logger()

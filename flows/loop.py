@@ -43,7 +43,7 @@ def loop(
     if annotator == "simulated" and not truth:
         raise ValueError("the simulated annotator needs truth: a JSONL of {image: object key, label, boxes}")
     logger = get_run_logger()
-    out: dict = {"scored": score()["scored"], "pushed": annotate(top_k=top_k)["created"]}
+    out: dict = {"scored": score(wait_for_slot=None)["scored"], "pushed": annotate(top_k=top_k)["created"]}
     if annotator == "simulated":
         out["annotated"] = simulated_annotator(truth)["annotated"]
     harvested = harvest()

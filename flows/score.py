@@ -12,6 +12,7 @@ from prefect.tasks import exponential_backoff
 from attnloop.config import Settings
 from attnloop.registry import open_source
 from attnloop.scoring import report_markdown, score_store
+from flows import scoring_slot
 
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5)
@@ -37,7 +38,22 @@ def score_frames(store_uri: str | None, model: str | None, source: str | None, o
 
 
 @flow(name="score", log_prints=True)
-def score(store: str | None = None, model: str | None = None, source: str | None = None, object_fraction: float = 0.1, overlays: int = 16) -> dict:
-    summary = score_frames(store, model, source, object_fraction, overlays)
-    get_run_logger().info("scored %d frames, %d quarantined, %d already done", summary["scored"], summary["quarantined"], summary["already_done"])
+def score(
+    store: str | None = None,
+    model: str | None = None,
+    source: str | None = None,
+    object_fraction: float = 0.1,
+    overlays: int = 16,
+    wait_for_slot: float | None = 10.0,
+) -> dict:
+    """Score what the ledger lacks. One scoring run at a time (:mod:`flows.scoring_slot`): when
+    another holds the slot for ``wait_for_slot`` seconds (None: as long as it takes), this turn is skipped."""
+    logger = get_run_logger()
+    held = scoring_slot.acquire(wait_for_slot)
+    if held is None:
+        logger.info("skipped: another scoring run holds the %r slot; it scores these frames, or the next turn does", scoring_slot.LIMIT)
+        return {"skipped": True, "scored": 0, "quarantined": 0, "already_done": 0}
+    with held:
+        summary = score_frames(store, model, source, object_fraction, overlays)
+    logger.info("scored %d frames, %d quarantined, %d already done", summary["scored"], summary["quarantined"], summary["already_done"])
     return summary

@@ -36,6 +36,44 @@ def test_score_flow_scores_each_frame_once(tiny_data, tmp_path):
     assert (first["scored"], again["scored"], again["already_done"]) == (6, 0, 6)
 
 
+def test_one_scoring_run_at_a_time(tiny_data, tmp_path):
+    """While another run (a backlog, say) holds the scoring slot, a scheduled score skips its turn and
+    a loop's score waits for the slot; nothing is scored twice."""
+    import threading
+
+    from prefect.concurrency.sync import concurrency
+
+    from attnloop.export import export_onnx
+    from attnloop.training import TrainConfig, train
+    from flows import scoring_slot
+    from flows.score import score
+
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    model = str(export_onnx(result.model, result.card, tmp_path / "m.onnx"))
+    store = Settings.from_env().store()
+    for i in range(4):
+        store.put(frame_key("line-9", "2026-11-26", f"{i:03d}"), encode_png(np.full((32, 32, 1), 40 * i, np.uint8)))
+    scoring_slot.ensure_limit()
+    scoring_slot.ensure_limit()  # idempotent
+    held, released = threading.Event(), threading.Event()
+
+    def other_run():
+        with concurrency(scoring_slot.LIMIT, occupy=1, strict=True):
+            held.set()
+            threading.Event().wait(3)
+            released.set()
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    assert held.wait(30)
+    skipped = score(model=model, source="line-9", wait_for_slot=0.5)
+    assert skipped["skipped"] is True and skipped["scored"] == 0
+    waited = score(model=model, source="line-9", wait_for_slot=None)
+    assert released.is_set() and waited["scored"] == 4
+    other.join()
+    assert score(model=model, source="line-9")["already_done"] == 4
+
+
 def test_retrain_then_promote(tmp_path, monkeypatch):
     """A weak champion; the retrain flow fine-tunes it on an annotation set plus the base data and
     registers a challenger; the promote flow's gate promotes it, and the version records why."""
