@@ -113,6 +113,37 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path):
     assert (tmp_path / "precious.txt").exists()
 
 
+def test_a_label_studio_left_behind_by_a_killed_demo_is_ended_by_the_next(tmp_path):
+    """The next demo ends what the killed one started, and only that: a record whose pid now belongs
+    to another process (a different start time) leaves that process alone."""
+    import json
+    import subprocess
+
+    from attnloop import demo
+    from attnloop.processes import running, start_time
+
+    def sleeper():
+        process = subprocess.Popen(["sleep", "60"], start_new_session=True)
+        return process, start_time(process.pid)
+
+    left, left_started = sleeper()
+    other, other_started = sleeper()
+    try:
+        workdir = tmp_path / "demo"
+        demo._fresh_workdir(workdir)
+        (workdir / demo.LABEL_STUDIO_PROCESS).write_text(json.dumps({"pid": left.pid, "started": left_started}))
+        demo._fresh_workdir(workdir)
+        assert left.wait(timeout=15) is not None and not running(left.pid, left_started)
+
+        (workdir / demo.LABEL_STUDIO_PROCESS).write_text(json.dumps({"pid": other.pid, "started": other_started + 1}))
+        demo._fresh_workdir(workdir)
+        assert running(other.pid, other_started)
+    finally:
+        for process in (left, other):
+            process.kill()
+            process.wait()
+
+
 def test_demo_config_names_the_valid_annotators():
     with pytest.raises(ValueError, match="valid names: simulated, human"):
         DemoConfig(annotator="crowd")

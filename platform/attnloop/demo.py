@@ -32,6 +32,7 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root, where flows/ lives
 MARKER = ".attnloop-demo"  # marks a folder the demo may replace
+LABEL_STUDIO_PROCESS = "label-studio.process.json"  # pid and start time of the Label Studio the demo started
 FAMILY = "mill"
 SOURCE = "mill-line-1"
 ANNOTATORS = ("simulated", "human")
@@ -228,10 +229,24 @@ def _fresh_workdir(workdir: Path) -> Path:
         if not (workdir / MARKER).exists():
             raise ValueError(f"{workdir} is not empty and was not made by `attnloop demo`; pick another --workdir")
         print(f"replacing the previous demo in {workdir}", flush=True)
+        _end_left_behind_label_studio(workdir)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / MARKER).write_text("made by `attnloop demo`, which replaces this folder on its next run\n")
     return workdir
+
+
+def _end_left_behind_label_studio(workdir: Path) -> None:
+    """A demo that was killed (SIGKILL, a closed terminal) leaves its Label Studio running on the
+    folder about to be replaced: end it, if the recorded pid still has the recorded start time."""
+    from attnloop.processes import end_group
+
+    record = workdir / LABEL_STUDIO_PROCESS
+    if not record.exists():
+        return
+    process = json.loads(record.read_text())
+    if process.get("started") is not None and end_group(int(process["pid"]), float(process["started"])):
+        print(f"stopped the Label Studio a previous demo left running (pid {process['pid']})", flush=True)
 
 
 def _launch_label_studio(workdir: Path, steps: Steps):
@@ -240,6 +255,9 @@ def _launch_label_studio(workdir: Path, steps: Steps):
     # the document root is the demo's folder: Label Studio serves files under it only where a project's storage covers them (the store)
     server = new_server(workdir / "label-studio", port=free_port(8080), local_files_root=workdir)
     server.launch()
+    from attnloop.processes import start_time
+
+    (workdir / LABEL_STUDIO_PROCESS).write_text(json.dumps({"pid": server.pid, "started": start_time(server.pid)}) + "\n")
     steps(f"Label Studio: starting the local server in the background at {server.url} (pid {server.pid}; log {server.log})")
     print("  it needs about a minute; the next steps run meanwhile")
     return server

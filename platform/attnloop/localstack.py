@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from attnloop.labelstudio.server import ROOT, free_port, new_server
+from attnloop.processes import end_group, running, start_time
 
 SERVICES = ("s3", "mlflow", "prefect", "label-studio", "worker", "serving")
 POOL = "attnloop-process"
@@ -108,21 +108,8 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _start_time(pid: int) -> float | None:
-    """Field 22 of /proc/PID/stat, or None when no such process runs (an exited one not yet reaped included)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child that exited
-    except ChildProcessError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return None if fields[0] in ("Z", "X") else float(fields[19])
-
-
 def alive(process: Process) -> bool:
-    return _start_time(process.pid) == process.started
+    return running(process.pid, process.started)
 
 
 def _answers(url: str, *, any_status: bool = False) -> bool:
@@ -194,7 +181,7 @@ def _launch(name: str, command: list[str], env: dict[str, str], cwd: Path, log: 
         popen = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True
         )
-    return Process(name, port, popen.pid, _start_time(popen.pid) or 0.0, str(log))
+    return Process(name, port, popen.pid, start_time(popen.pid) or 0.0, str(log))
 
 
 def _wait(stack: Stack, names: list[str], timeout: float) -> None:
@@ -262,7 +249,7 @@ def start(
             ls_server = new_server(workdir / "label-studio", port=ports["label-studio"])
             ls_server.launch()
             stack.processes["label-studio"] = Process(
-                "label-studio", ls_server.port, ls_server.pid, _start_time(ls_server.pid) or 0.0, str(ls_server.log)
+                "label-studio", ls_server.port, ls_server.pid, start_time(ls_server.pid) or 0.0, str(ls_server.log)
             )
             stack.label_studio = {"url": ls_server.url, "token": ls_server.token, "user": ls_server.user, "password": ls_server.password}
         # each step needs the ones before it answering: buckets before MLflow's artifacts, the API before the worker
@@ -295,17 +282,8 @@ def stop(workdir: str | Path, *, progress: bool = True) -> list[str]:
         return []
     stopped = []
     for name, process in reversed(list(stack.processes.items())):
-        if not alive(process):
+        if not end_group(process.pid, process.started, timeout=STOP_TIMEOUT):
             continue
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while alive(process) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if alive(process):
-            os.killpg(process.pid, signal.SIGKILL)
         stopped.append(name)
         if progress:
             print(f"stopped {name} (pid {process.pid})")
