@@ -280,7 +280,7 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     turned = box(rotated)
     turned["value"]["rotation"] = 30.0
     annotate(rotated, choices_result([truth[rotated].label]), turned)
-    annotate(unknown, choices_result(["scratch"]), box(unknown, label="zebra"), box(unknown, delta=1.0, label="scratch"))
+    relabeled = annotate(unknown, choices_result(["scratch"]), box(unknown, label="zebra"), box(unknown, delta=1.0, label="scratch"))
     nonsense = box(garbage)
     nonsense["value"]["x"] = "left of the hole"
     annotate(garbage, choices_result(["dent"]), nonsense, box(garbage, label="dent"))
@@ -316,6 +316,15 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     annotate(skipped, cancelled=True)
     v3 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
     assert (v3.written, v3.version) == (False, 2)
+
+    # an annotation deleted in Label Studio takes its image out; a task deleted outright keeps its entry
+    ls.annotations.delete(id=relabeled.id)
+    ls.tasks.delete(id=str(tasks[garbage]))
+    v4 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
+    assert (v4.written, v4.version, v4.added, v4.updated, v4.removed) == (True, 3, 0, 0, 1)
+    entries4, _ = read_version(store, 3, prefix)
+    assert entries4 == {k: v for k, v in entries2.items() if k != unknown}
+    assert harvest(ls, project, store=store, classes=CLASSES, prefix=prefix).written is False
 
 
 # --- Label Studio stopping mid-push (keep last: it restarts the server) ----------------------

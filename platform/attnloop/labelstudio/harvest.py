@@ -10,7 +10,9 @@ both are complete; a harvest that dies in between leaves a JSONL the next one ov
 The watermark holds, per task, the id and ``updated_at`` of the annotation last taken, so each
 harvest reads only annotations that are new or were edited since; an edited annotation replaces
 the earlier entry for its image in the next version. Skipped (cancelled) annotations are never
-taken. Nothing new: no new version.
+taken. An annotation withdrawn in Label Studio (deleted, or replaced by a skip) takes its image
+out of the next version; a task deleted from Label Studio keeps its entry, since the set, not
+the annotation tool, is the record. Nothing new: no new version.
 """
 
 from __future__ import annotations
@@ -100,10 +102,12 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
     added = updated = removed = 0
     changed = False
 
+    answered: set[str] = set()
     for task in iter_tasks(ls, int(pid), filters=COMPLETED, fields="all", page_size=500):
         annotation = _latest_completed(getattr(task, "annotations", None))
         if annotation is None:
             continue  # only skipped annotations
+        answered.add(str(task.id))
         mark = [annotation["id"], str(annotation.get("updated_at") or "")]
         if marks.get(str(task.id)) == mark:
             continue
@@ -152,6 +156,15 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
             added += 1
         entries[image] = entry
 
+    withdrawn = _withdrawn(ls, int(pid), [task for task in marks if task not in answered])
+    for task_id in withdrawn:
+        del marks[task_id]
+        changed = True
+        image = next((k for k, e in entries.items() if str(e.get("task")) == task_id and e.get("project") == int(pid)), None)
+        if image is not None:
+            del entries[image]
+            removed += 1
+
     if not changed:
         return HarvestResult(previous, set_key(previous, prefix) if previous is not None else None, 0, 0, problems)
 
@@ -181,6 +194,15 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
         content_type="application/json",
     )
     return HarvestResult(version, key, added, updated, problems, removed, True)
+
+
+def _withdrawn(ls, project: int, unanswered: list[str]) -> list[str]:
+    """Of the tasks harvested before that no longer have a completed annotation, those still in the
+    project: their annotation was deleted or skipped. Tasks deleted outright are left out."""
+    if not unanswered:
+        return []
+    existing = {str(task.id) for task in iter_tasks(ls, project, include="id", page_size=1000)}
+    return [task for task in unanswered if task in existing]
 
 
 def _box_labels(result: Any) -> list[list[str]]:
