@@ -9,7 +9,8 @@ It serves ``ATTNLOOP_SERVING_MODEL`` — a path to an ``.onnx`` file, ``models:/
 configured MLflow registry, following the alias as it moves. Preprocessing comes from the model
 card inside the ONNX file. This module never imports torch.
 
-Routes: ``GET /health``, ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
+Routes: ``GET /health`` (ready: 503 until a model is loaded), ``GET /live`` (the process answers:
+for liveness probes, which must not restart a server that is only waiting for a champion), ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
 naming an object in the store), ``POST /admin/reload`` and the Label Studio ML backend under ``/ls``.
 """
 
@@ -306,6 +307,10 @@ def create_app(
         if served is None:
             return JSONResponse({"status": "unavailable", "detail": reloader.last_error or "the model is still loading"}, 503)
         return JSONResponse({"status": "ok", "model_version": served.version})
+
+    @app.get("/live")
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
 
     @app.get("/model")
     async def model() -> dict[str, Any]:

@@ -172,7 +172,7 @@ def test_the_worker_may_create_and_follow_jobs(objects):
 def test_serving_is_ready_on_health_and_checked_for_liveness(objects):
     container = of_kind(objects, "Deployment")["serving"]["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert container["livenessProbe"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/live"
     assert "serving.app:create_app" in container["command"]
 
 

@@ -189,6 +189,7 @@ def test_alias_moves_and_the_served_version_follows(trained, images, tmp_path, m
     with TestClient(app) as http:
         waiting = http.get("/health")  # no champion yet: unavailable, and says why
         assert waiting.status_code == 503 and "champion" in waiting.json()["detail"]
+        assert http.get("/live").json() == {"status": "alive"}  # but alive: a liveness probe must not restart it
         assert http.post("/predict", content=images[0], headers=PNG).status_code == 503
 
         client.set_registered_model_alias("abn", "champion", "1")
