@@ -273,8 +273,16 @@ def score_store(
 
 
 def priority(row: dict) -> float:
-    """One number to pick overlays by: mean of uncertainty, branch disagreement and background attention."""
-    return (row["least_confidence"] + row["branch_disagreement"] + row["background_attention"]) / 3
+    """How soon a frame should be corrected (what overlays, the attention sheet and the annotate flow
+    rank by): its margin uncertainty, 1 − (top probability − runner-up).
+
+    The strategy benchmark (docs/benchmarks/strategies.md) chose it: margin is the best signal with a
+    few boxes on `mill`, while the earlier composite, the mean of least confidence, branch
+    disagreement and background attention (the benchmark's ``composite``), fell below random there;
+    branch disagreement and background attention are at or below random on most families. Every
+    signal stays in the rows and the tasks.
+    """
+    return row["margin"]
 
 
 def overlay_key(model_version: str, key: str) -> str:

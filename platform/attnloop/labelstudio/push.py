@@ -54,7 +54,7 @@ class Candidate:
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, priority: float | None = None) -> "Candidate":
         """From a scoring row (attnloop.scoring); priority defaults to the row's 'priority' or
-        to scoring.priority (mean of uncertainty, branch disagreement and background attention)."""
+        to :func:`attnloop.scoring.priority`."""
         missing = [k for k in ("key", "hash", "width", "height", "class") if row.get(k) is None]
         if missing:
             raise ValueError(f"candidate {row.get('key', '?')!r} lacks {', '.join(missing)}; expected a scoring row")

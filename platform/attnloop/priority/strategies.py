@@ -52,7 +52,20 @@ SIGNALS: dict[str, Callable[[Pool, Context], np.ndarray]] = {
     "attention_spread": lambda p, c: S.attention_spread(p.attention),
     "confusion": lambda p, c: S.confusion_driven(p.probabilities, _needs(c.confusion, "confusion")),
     "wrong_first": lambda p, c: S.wrong_first(p.probabilities, _needs(p.labels, "labels")),
+    "composite": lambda p, c: (SIGNALS["least_confidence"](p, c) + SIGNALS["branch_disagreement"](p, c) + SIGNALS["background_attention"](p, c)) / 3,
+    "priority": lambda p, c: _platform_priority(p, c),
 }
+
+
+def _platform_priority(pool: Pool, context: Context) -> np.ndarray:
+    """What the platform ranks frames by (:func:`attnloop.scoring.priority`), from the pool's signals.
+
+    ``composite`` is the platform's earlier priority: the mean of least confidence, branch
+    disagreement and background attention."""
+    from attnloop.scoring import priority
+
+    names = ("least_confidence", "margin", "entropy", "branch_disagreement", "background_attention")
+    return np.asarray(priority({name: SIGNALS[name](pool, context) for name in names}), np.float64)
 
 
 def _needs(value, name: str):
