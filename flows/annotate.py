@@ -12,21 +12,23 @@ from attnloop.config import Settings
 
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
-def push_candidates(model: str | None, top_k: int, max_open: int | None, store_uri: str | None) -> dict:
-    """A retry after Label Studio went away is safe: keys already queued are never pushed twice."""
+def push_candidates(model: str | None, top_k: int, max_open: int | None, store_uri: str | None, ranking: str) -> dict:
+    """The ``top_k`` best frames not queued yet. A retry after Label Studio went away is safe: keys
+    already queued are never pushed twice."""
     from attnloop.labelstudio import bootstrap
     from attnloop.labelstudio.project import LabelStudioSettings
-    from attnloop.labelstudio.push import push, ranked_candidates
+    from attnloop.labelstudio.push import existing_tasks, push, ranked_candidates
     from attnloop.registry import open_source
 
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="attnloop-annotate-") as tmp:
         onnx, version = open_source(model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp)
     store = settings.store(store_uri)
-    candidates = ranked_candidates(store, version, limit=top_k)
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()
     project = bootstrap(ls, title=ls_settings.project, classes=list(onnx.card.class_names))
+    queued, _ = existing_tasks(ls, project)
+    candidates = ranked_candidates(store, version, limit=top_k, exclude=queued, ranking=ranking)
     result = push(
         ls, project, candidates, store=store, model_version=version, max_open=max_open, document_root=ls_settings.document_root
     )
@@ -39,7 +41,11 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
 
 
 @flow(name="annotate", log_prints=True)
-def annotate(model: str | None = None, top_k: int = 50, max_open: int | None = 500, store: str | None = None) -> dict:
-    pushed = push_candidates(model, top_k, max_open, store)
+def annotate(
+    model: str | None = None, top_k: int = 50, max_open: int | None = 500, store: str | None = None, ranking: str = "priority"
+) -> dict:
+    """Push the ``top_k`` best frames not yet queued, by ``ranking``: ``priority`` (margin, best for a
+    few corrections) or ``hybrid`` (a diverse batch, best from about 50; docs/benchmarks/strategies.md)."""
+    pushed = push_candidates(model, top_k, max_open, store, ranking)
     get_run_logger().info("Label Studio project %s: %d tasks created, %d already queued, %d held back", *pushed.values())
     return pushed

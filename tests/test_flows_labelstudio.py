@@ -50,15 +50,16 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
     truth = put_labeled_frames(store, "line-1", 8)
     assert score(model=model)["scored"] == 8
     pushed = annotate(model=model, top_k=5)
-    assert (pushed["created"], annotate(model=model, top_k=5)["created"]) == (5, 0)  # never twice
+    rest = annotate(model=model, top_k=5, ranking="hybrid")  # the next best frames not queued yet: the 3 left
+    assert (pushed["created"], rest["created"], annotate(model=model, top_k=5)["created"]) == (5, 3, 0)  # never twice
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()
     project = find_project(ls, ls_settings.project)
     images = [t.data["image"] for t in ls.tasks.list(project=project.id, fields="all")]
-    assert len(images) == 5 and all(i.startswith("/data/local-files/?d=") for i in images)  # the local store, served by Label Studio
-    assert simulate_annotator(ls, project, truth)["annotated"] == 5
+    assert len(images) == 8 and all(i.startswith("/data/local-files/?d=") for i in images)  # the local store, served by Label Studio
+    assert simulate_annotator(ls, project, truth)["annotated"] == 8
     harvested = harvest()
-    assert harvested["written"] and harvested["added"] == 5 and harvested["problems"] == 0
+    assert harvested["written"] and harvested["added"] == 8 and harvested["problems"] == 0
     entries, _ = read_version(store, harvested["version"])
     for key, entry in entries.items():
         assert entry["label"] == truth[key].label

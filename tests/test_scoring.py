@@ -179,3 +179,36 @@ def test_memory_stays_bounded_over_ten_thousand_frames(store, onnx_model):
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
     assert summary.scored == 10_000
     assert grown < 150, f"peak memory grew by {grown:.0f} MB while scoring 10 000 frames"
+
+
+def test_candidates_leave_out_queued_frames_and_hybrid_picks_a_spread_batch(store, onnx_model):
+    """What the annotate flow pushes: the best frames not queued yet, by margin or as a diverse batch."""
+    from attnloop.labelstudio.push import _embeddings, ranked_candidates
+    from attnloop.priority.strategies import HYBRID_SIGNALS, percentile
+
+    put_frames(store, 60)
+    scoring.score_store(store, onnx_model, model_version="3", batch_size=16, part_rows=25, progress=False)
+    rows = scoring.read_scores(store, model_version="3").to_pylist()
+
+    by_margin = ranked_candidates(store, "3")
+    assert [c.key for c in by_margin] == [r["key"] for r in sorted(rows, key=lambda r: -r["margin"])]
+    queued = {c.key for c in by_margin[:5]}
+    assert [c.key for c in ranked_candidates(store, "3", limit=5, exclude=queued)] == [c.key for c in by_margin[5:10]]
+
+    batch = ranked_candidates(store, "3", limit=6, exclude=queued, ranking="hybrid")
+    assert len({c.key for c in batch}) == 6 and not queued & {c.key for c in batch}
+    open_rows = [r for r in rows if r["key"] not in queued]
+    scores = np.mean([percentile(np.array([r[n] for r in open_rows])) for n in HYBRID_SIGNALS], axis=0)
+    shortlist = [open_rows[int(i)] for i in np.argsort(-scores, kind="stable")[:24]]  # 4 × the batch
+    assert batch[0].key == shortlist[0]["key"]  # the best by mean rank first
+    vectors = dict(zip([r["key"] for r in shortlist], _embeddings(store, [r["embedding_ref"] for r in shortlist])))
+    assert all(c.key in vectors for c in batch)
+    for j in range(1, len(batch)):  # then each pick is the shortlisted frame farthest from those picked before it
+        def gap(key):
+            return min(np.linalg.norm(vectors[key] - vectors[c.key]) for c in batch[:j])
+        assert gap(batch[j].key) == pytest.approx(max(gap(k) for k in vectors))
+
+    with pytest.raises(ValueError, match="give its size"):
+        ranked_candidates(store, "3", ranking="hybrid")
+    with pytest.raises(ValueError, match="valid names: priority, hybrid"):
+        ranked_candidates(store, "3", ranking="newest")

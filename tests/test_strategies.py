@@ -78,6 +78,13 @@ def test_k_center_greedy_picks_spread_points():
     assert [len({0, 1} & set(picked)), len({2, 3} & set(picked)), len({4} & set(picked))] == [1, 1, 1]
 
 
+def test_k_center_greedy_never_picks_a_candidate_twice():
+    """Identical embeddings (the same frame seen twice, say) still give a batch of distinct candidates."""
+    points = np.array([[1.0, 1], [1.0, 1], [1.0, 1], [5, 5]])
+    assert sorted(k_center_greedy(points, [0, 1, 2, 3], 4)) == [0, 1, 2, 3]
+    assert k_center_greedy(points, [0, 1, 2], 3) == [0, 1, 2]
+
+
 def test_errors_name_what_is_missing():
     pool = make_pool()
     with pytest.raises(ValueError, match="valid names: random"):

@@ -47,12 +47,13 @@ def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_push(args: argparse.Namespace, settings) -> int:
-    from attnloop.labelstudio.push import PushInterrupted, push, ranked_candidates
+    from attnloop.labelstudio.push import PushInterrupted, existing_tasks, push, ranked_candidates
 
     store = settings.store(args.store)
-    candidates = ranked_candidates(store, args.model_version, limit=args.limit)
     ls_settings, ls, title = _connect(args)
     project = _project(ls, ls_settings, title)
+    queued, _ = existing_tasks(ls, project)
+    candidates = ranked_candidates(store, args.model_version, limit=args.limit, exclude=queued, ranking=args.ranking)
     try:
         result = push(
             ls, project, candidates, store=store, model_version=args.model_version, max_open=args.max_open,
@@ -116,7 +117,11 @@ def add_commands(subparsers) -> None:
     ps = ls.add_parser("push", help="send the highest-priority scored frames as tasks with pre-annotations (each key once)")
     ps.add_argument("--model-version", required=True, help="the scores to read and the version recorded on predictions")
     ps.add_argument("--store", default=None, help=store_help)
-    ps.add_argument("--limit", type=int, default=None, help="at most this many candidates, highest priority first")
+    ps.add_argument("--limit", type=int, default=None, help="at most this many new tasks (frames already queued are left out)")
+    ps.add_argument(
+        "--ranking", choices=("priority", "hybrid"), default="priority",
+        help="priority: by margin (few corrections); hybrid: a diverse batch of --limit frames (50 and more)",
+    )
     ps.add_argument("--max-open", type=int, default=None, help="keep at most this many tasks waiting for an annotator")
     ps.add_argument("--batch-size", type=int, default=100)
     ps.add_argument("--title", default=None, help=title_help)

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -95,15 +95,60 @@ class PushInterrupted(RuntimeError):
         self.created, self.remaining = created, remaining
 
 
-def ranked_candidates(store: Store, model_version: str, *, limit: int | None = None) -> list[Candidate]:
-    """The scored frames of a model version, highest priority first."""
+RANKINGS = ("priority", "hybrid")
+
+
+def ranked_candidates(
+    store: Store, model_version: str, *, limit: int | None = None, exclude: Collection[str] = (), ranking: str = "priority"
+) -> list[Candidate]:
+    """The scored frames of a model version not in ``exclude`` (already queued), best first.
+
+    ``priority``: by :func:`attnloop.scoring.priority` (margin), the best order for a few
+    corrections. ``hybrid``: a batch of ``limit`` frames that covers the embedding space, chosen by
+    k-center greedy among the ``4 × limit`` best by the mean rank of least confidence, branch
+    disagreement and background attention; on `mill` it led from 50 corrections
+    (docs/benchmarks/strategies.md). It needs ``limit``, the batch size.
+    """
     from attnloop.scoring import read_scores
 
+    if ranking not in RANKINGS:
+        raise ValueError(f"unknown ranking {ranking!r}; valid names: {', '.join(RANKINGS)}")
     table = read_scores(store, model_version=model_version)
     if table is None:
         raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
-    candidates = sorted((Candidate.from_row(row) for row in table.to_pylist()), key=lambda c: -c.priority)
+    excluded = set(exclude)
+    rows = [row for row in table.to_pylist() if row["key"] not in excluded]
+    if ranking == "hybrid":
+        return [Candidate.from_row(rows[i]) for i in _hybrid_batch(store, rows, limit)]
+    candidates = sorted((Candidate.from_row(row) for row in rows), key=lambda c: -c.priority)
     return candidates[:limit] if limit is not None else candidates
+
+
+def _hybrid_batch(store: Store, rows: list[dict], limit: int | None) -> list[int]:
+    from attnloop.priority.strategies import HYBRID_SIGNALS, k_center_greedy, percentile
+
+    if limit is None:
+        raise ValueError("the hybrid ranking picks a batch: give its size (top_k / --limit)")
+    if not rows:
+        return []
+    scores = np.mean([percentile(np.array([row[name] for row in rows], np.float64)) for name in HYBRID_SIGNALS], axis=0)
+    shortlist = [int(i) for i in np.argsort(-scores, kind="stable")[: 4 * limit]]
+    embeddings = _embeddings(store, [rows[i]["embedding_ref"] for i in shortlist])
+    return [shortlist[j] for j in k_center_greedy(embeddings, list(range(len(shortlist))), limit)]
+
+
+def _embeddings(store: Store, refs: list[str]) -> np.ndarray:
+    """The rows' embeddings from their ``embeddings/<version>/<part>.npy#<row>`` references, each file read once."""
+    import io
+
+    files: dict[str, np.ndarray] = {}
+    out = []
+    for ref in refs:
+        key, _, row = ref.partition("#")
+        if key not in files:
+            files[key] = np.load(io.BytesIO(store.get(key)), allow_pickle=False)
+        out.append(files[key][int(row)])
+    return np.stack(out)
 
 
 def project_id(project: Any) -> int:

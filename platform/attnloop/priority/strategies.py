@@ -118,7 +118,7 @@ def simsearch(pool: Pool, budget: int, *, context: Context) -> list[Hashable]:
 HYBRID_SIGNALS = ("least_confidence", "branch_disagreement", "background_attention")
 
 
-def _percentile(scores: np.ndarray) -> np.ndarray:
+def percentile(scores: np.ndarray) -> np.ndarray:
     """Rank-normalize to [0, 1] so signals on different scales combine fairly."""
     ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
     return ranks / max(1, len(scores) - 1)
@@ -131,16 +131,18 @@ def k_center_greedy(embeddings: np.ndarray, candidates: Sequence[int], budget: i
     x = embeddings[list(candidates)].astype(np.float64)
     picked = [0]
     distance = np.linalg.norm(x - x[0], axis=1)
+    distance[0] = -1.0  # never picked twice, even where the rest coincide with it
     while len(picked) < min(budget, len(candidates)):
         nxt = int(np.argmax(distance))
         picked.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(x - x[nxt], axis=1))
+        distance[picked] = -1.0
     return [candidates[i] for i in picked]
 
 
 def hybrid(pool: Pool, budget: int, *, context: Context, signals: Sequence[str] = HYBRID_SIGNALS, shortlist: int = 4) -> list[Hashable]:
     """Mean of rank-normalized signals; among the top ``shortlist × budget``, a diverse batch by k-center greedy."""
-    scores = np.mean([_percentile(SIGNALS[name](pool, context)) for name in signals], axis=0)
+    scores = np.mean([percentile(SIGNALS[name](pool, context)) for name in signals], axis=0)
     scores = _weighted(pool, context, scores)
     position = {id_: i for i, id_ in enumerate(pool.ids)}
     top = [position[id_] for id_ in _order(pool, context, scores)[: shortlist * budget]]
