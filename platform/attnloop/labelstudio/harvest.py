@@ -10,8 +10,8 @@ both are complete; a harvest that dies in between leaves a JSONL the next one ov
 The watermark holds, per task, the id and ``updated_at`` of the annotation last taken, so each
 harvest reads only annotations that are new or were edited since; an edited annotation replaces
 the earlier entry for its image in the next version. Skipped (cancelled) annotations are never
-taken. An annotation withdrawn in Label Studio (deleted, or replaced by a skip) takes its image
-out of the next version; a task deleted from Label Studio keeps its entry, since the set, not
+taken. An annotation deleted in Label Studio, which leaves its task without a completed one,
+takes its image out of the next version; a task deleted from Label Studio keeps its entry, since the set, not
 the annotation tool, is the record. Nothing new: no new version.
 """
 
@@ -198,7 +198,7 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
 
 def _withdrawn(ls, project: int, unanswered: list[str]) -> list[str]:
     """Of the tasks harvested before that no longer have a completed annotation, those still in the
-    project: their annotation was deleted or skipped. Tasks deleted outright are left out."""
+    project: their annotation was deleted. Tasks deleted outright are left out."""
     if not unanswered:
         return []
     existing = {str(task.id) for task in iter_tasks(ls, project, include="id", page_size=1000)}
