@@ -195,7 +195,7 @@ def test_candidate_from_a_scoring_row():
         "attention": [0.0] * 47 + [1.0], "attention_h": 6, "attention_w": 8,
     }
     c = Candidate.from_row(row)
-    assert c.priority == pytest.approx((0.6 + 0.3 + 0.9) / 3) and c.attention.shape == (6, 8)
+    assert c.priority == pytest.approx(0.5) and c.attention.shape == (6, 8)  # the margin signal
     task = task_for(c, image_url="http://s/x.png", overlay_url=None, model_version="7")
     assert task["data"]["overlay"] == "http://s/x.png" and task["data"]["has_overlay"] is False
     (prediction,) = task["predictions"]

@@ -5,7 +5,6 @@ deploys them; the test triggers them through the Prefect API and watches MLflow 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -103,6 +102,21 @@ def wait_served(running, version: str, timeout: float = 90.0) -> None:
     raise AssertionError(f"serving still has version {seen}, not {version}")
 
 
+def put_swapped_frames(store, source: str, workdir: Path, *, per_class: int) -> dict:
+    """Frames drawn like the tiny manifest's (other seed) in the store, with every label swapped in
+    their truth, by object key."""
+    from attnloop.datasets import Record
+    from attnloop.stream import frame_key
+
+    root = write_tiny_manifest(workdir, per_class=per_class, seed=1)
+    truth = {}
+    for i, line in enumerate(json.loads(text) for text in (root / "manifest.jsonl").read_text().splitlines()):
+        key = frame_key(source, "2026-11-26", f"{i:03d}")
+        store.put(key, (root / line["image"]).read_bytes())
+        truth[key] = Record(key, "stream", {"square": "bar", "bar": "square"}[line["label"]], line["boxes"], [])
+    return truth
+
+
 def test_loop_deployment_promotes_when_the_gain_passes_and_not_otherwise(stack_env, tmp_path):
     from attnloop.labelstudio import write_truth
     from test_flows_labelstudio import put_labeled_frames
@@ -123,10 +137,11 @@ def test_loop_deployment_promotes_when_the_gain_passes_and_not_otherwise(stack_e
     assert tags["parent_version"] == weak and tags["annotation_set"].startswith("annotations/")
     wait_served(running, better)
 
-    # turn 2: an annotator who swaps every label; a challenger is registered, the gate refuses it
-    swapped = put_labeled_frames(store, "line-e2e-2", 6)
-    swapped = {key: dataclasses.replace(r, label={"square": "bar", "bar": "square"}[r.label]) for key, r in swapped.items()}
-    run("loop/loop", running, top_k=6, annotator="simulated", truth=str(write_truth(tmp_path / "swapped.jsonl", swapped)), epochs=6)
+    # turn 2: an annotator who swaps every label on many frames like the holdout's; the challenger
+    # learns the swap, is registered, and the gate refuses it (a handful of swapped frames would not
+    # do: the base data outweighs them and more epochs alone can lift the challenger above the champion)
+    swapped = put_swapped_frames(store, "line-e2e-2", tmp_path / "swapped", per_class=16)
+    run("loop/loop", running, top_k=len(swapped), annotator="simulated", truth=str(write_truth(tmp_path / "swapped.jsonl", swapped)), epochs=6)
     challenger = registry.alias_version(client, settings.model_name, registry.CHALLENGER)
     assert challenger not in (weak, better)
     tags = registry.version_tags(client, settings.model_name, challenger)
