@@ -36,6 +36,14 @@ def test_gain_under_the_threshold_is_refused():
     assert decision.action == REFUSE and "lower bound" in decision.reasons[0]
 
 
+def test_a_challenger_no_better_than_the_champion_is_refused():
+    champion = [1] * 150 + [0] * 50
+    same = decide(outcome(champion), outcome(champion), class_names=CLASSES, policy=Policy(min_gain=0.0))
+    assert same.action == REFUSE and same.figures["gain_low"] == 0.0 and "lower bound" in same.reasons[0]
+    one_more = decide(outcome([1] * 151 + [0] * 49), outcome(champion), class_names=CLASSES, policy=Policy(min_gain=0.0))
+    assert one_more.action == REFUSE  # one image more is within the noise
+
+
 def test_a_gain_with_an_attention_regression_is_refused():
     decision = decide(
         outcome([1] * 190 + [0] * 10, in_box=0.20), outcome([1] * 120 + [0] * 80, in_box=0.60), class_names=CLASSES

@@ -98,7 +98,7 @@ def test_refusals_leave_the_champion_untouched(store, runs):
     register_run(client, name=name, run_dir=run["strong"], artifact_root=artifacts)
     champion = registry.gate(client, name=name, holdout=holdout)[1]
     for challenger, policy, reason in [
-        ("strong", Policy(min_gain=0.01), "lower bound"),  # the same model again: no gain
+        ("strong", Policy(), "lower bound"),  # the same model again: no gain, refused at the default threshold
         ("collapsed", Policy(), "class 'bar' fell"),
         ("foreign", Policy(), "evaluation failed"),
     ]:

@@ -3,8 +3,9 @@
 Pure numpy. Inputs are per-image results of both models on one fixed holdout (as production
 runs them: ONNX Runtime on raw bytes). The challenger is promoted only when
 
-1. the lower bound of a paired-bootstrap confidence interval of its accuracy gain reaches
-   ``min_gain`` (pairing by image removes the images' own difficulty from the noise);
+1. the lower bound of a paired-bootstrap confidence interval of its accuracy gain exceeds
+   ``min_gain`` (pairing by image removes the images' own difficulty from the noise; with the
+   default 0 a challenger that is merely as good as the champion stays a challenger);
 2. its mean attention-in-box does not fall by more than ``attention_tolerance``;
 3. no class loses more than ``max_class_drop`` accuracy;
 4. with no champion yet, its accuracy reaches ``min_accuracy`` instead of 1–3.
@@ -26,7 +27,7 @@ AWAIT = "awaiting-approval"
 
 @dataclass(frozen=True)
 class Policy:
-    min_gain: float = 0.0  # lower bound of the accuracy-gain interval must reach this
+    min_gain: float = 0.0  # lower bound of the accuracy-gain interval must exceed this
     confidence: float = 0.95  # two-sided interval; the gate reads its lower end
     attention_tolerance: float = 0.05  # largest allowed drop of mean attention-in-box
     max_class_drop: float = 0.10  # largest allowed drop of any class's accuracy
@@ -130,9 +131,9 @@ def decide(
             confidence=policy.confidence,
             min_gain=policy.min_gain,
         )
-        if low < policy.min_gain:
+        if low <= policy.min_gain:
             reasons.append(
-                f"accuracy gain {gain:+.3f} has a {policy.confidence:.0%} lower bound {low:+.3f} < the threshold {policy.min_gain:+.3f}"
+                f"accuracy gain {gain:+.3f} has a {policy.confidence:.0%} lower bound {low:+.3f}, not above the threshold {policy.min_gain:+.3f}"
             )
         ours, theirs = challenger.attention_in_box, champion.attention_in_box
         if ours is not None and theirs is not None:
