@@ -194,13 +194,28 @@ def parse_source(source: str) -> Source:
     return Source(path=Path(source))
 
 
+def file_version(path: str | Path, data: bytes | None = None) -> str:
+    """A model file's version: its name and the start of its content's SHA-256, so that another model
+    saved under the same name is another version (scoring scores it afresh; serving reports it)."""
+    import hashlib
+
+    path = Path(path)
+    if data is None:
+        with path.open("rb") as file:
+            digest = hashlib.file_digest(file, "sha256")
+    else:
+        digest = hashlib.sha256(data)
+    return f"{path.name}@{digest.hexdigest()[:12]}"
+
+
 def open_source(source: str, *, registry_uri: str, dst: str | Path, device: str = "auto", threads: int | None = None) -> tuple[OnnxModel, str]:
-    """The model a source names, on ONNX Runtime, and its version (the registry's, or the file's name)."""
+    """The model a source names, on ONNX Runtime, and its version (the registry's, or :func:`file_version`)."""
     parsed = parse_source(source)
     if parsed.path is not None:
         if not parsed.path.is_file():
             raise FileNotFoundError(f"model file {parsed.path} does not exist")
-        return OnnxModel(parsed.path, device=device, threads=threads), parsed.path.stem
+        data = parsed.path.read_bytes()  # read once: the version is the hash of the bytes loaded
+        return OnnxModel(data, device=device, threads=threads), file_version(parsed.path, data)
     client = connect(registry_uri)
     version = parsed.version or alias_version(client, parsed.name, parsed.alias)
     if version is None:
