@@ -1,6 +1,7 @@
 """The docker-compose stack parses and holds together (where docker is absent, a structural check)."""
 
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,8 +10,9 @@ import pytest
 import yaml
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
-SERVICES = {"objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving"}
-ONE_SHOT = {"buckets"}
+SERVICES = {"secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving"}
+ONE_SHOT = {"secrets-check", "buckets"}
+SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,32 @@ def test_builds_and_mounts_point_at_files_that_exist(compose):
                 assert (INFRA / source).exists(), f"{name} mounts missing {source}"
 
 
+def example_env() -> dict[str, str]:
+    return dict(line.split("=", 1) for line in (INFRA / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_nothing_starts_before_the_secrets_check_succeeds(compose):
+    """Every service waits for the one-shot ``secrets-check``, which runs infra/check-secrets.sh on every secret."""
+    services = compose["services"]
+    for name, service in services.items():
+        if name != "secrets-check":
+            assert service.get("depends_on", {}).get("secrets-check") == {"condition": "service_completed_successfully"}, name
+    check = services["secrets-check"]
+    script = check["entrypoint"][-1]
+    assert check["entrypoint"][0] == "/bin/sh" and f"./check-secrets.sh:{script}:ro" in check["volumes"]
+    assert (INFRA / "check-secrets.sh").is_file() and check["restart"] == "no"
+    assert set(check["environment"]) == SECRETS
+    assert all(re.fullmatch(rf"\$\{{{name}:\?[^}}]+\}}", value) for name, value in check["environment"].items())
+
+
+def test_the_example_env_ships_no_usable_secret():
+    """Compose's ``${VAR:?}`` refuses an empty value: the example's secrets are empty, so a copy used unchanged starts nothing."""
+    example = example_env()
+    assert {name for name in SECRETS if example[name]} == set()
+    text = (INFRA / "docker-compose.yml").read_text()
+    assert SECRETS <= set(re.findall(r"\$\{([A-Z0-9_]+):\?", text))
+
+
 def _compose_available() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -68,13 +96,19 @@ SERVICE_KEYS = {
 HEALTHCHECK_KEYS = {"test": list, "interval": str, "timeout": str, "retries": int, "start_period": str}
 
 
-def test_compose_file_is_valid(compose):
+def test_compose_file_is_valid(compose, tmp_path):
     """``docker compose config`` where the plugin exists; otherwise a schema check of the keys this stack uses."""
     if _compose_available():
-        result = subprocess.run(
-            ["docker", "compose", "--env-file", str(INFRA / ".env.example"), "-f", str(INFRA / "docker-compose.yml"), "config", "-q"],
-            capture_output=True, text=True, timeout=60,
-        )
+        def config(env_file: Path) -> subprocess.CompletedProcess:
+            command = ["docker", "compose", "--env-file", str(env_file), "-f", str(INFRA / "docker-compose.yml"), "config", "-q"]
+            return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+        refused = config(INFRA / ".env.example")
+        assert refused.returncode != 0 and "in infra/.env" in refused.stderr, "compose refuses the example's empty secrets"
+        filled = tmp_path / ".env"
+        values = example_env() | {name: secrets.token_hex(20) for name in SECRETS}
+        filled.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        result = config(filled)
         assert result.returncode == 0, result.stderr
         return
     assert set(compose) <= {"name", "services", "volumes", "networks"} | {k for k in compose if k.startswith("x-")}

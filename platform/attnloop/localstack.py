@@ -12,7 +12,8 @@ The same services as ``infra/docker-compose.yml``, each a process in its own pro
 
 Everything lives in one folder (default ``.attnloop/stack``): ``stack.json`` (ports, process ids
 and their start times, so ``stop`` ends only the processes this script started), one log per
-service, ``env.sh`` to source. ``start`` is refused while a stack from the same folder runs.
+service, ``env.sh`` to source (it and ``stack.json`` hold the secrets: mode 0600). ``start`` is
+refused while a stack from the same folder runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -89,10 +91,11 @@ class Stack:
         return env | self.settings
 
     def save(self) -> None:
+        """``stack.json`` and ``env.sh``: both hold the S3 secret and the Label Studio token, so the owner's alone."""
         state = asdict(self) | {"workdir": str(self.workdir)}
-        (self.workdir / STATE).write_text(json.dumps(state, indent=1) + "\n")
+        write_private(self.workdir / STATE, json.dumps(state, indent=1) + "\n")
         exports = "".join(f"export {k}={_quote(v)}\n" for k, v in sorted(self.env().items()))
-        (self.workdir / "env.sh").write_text("# source this file to use the local stack\n" + exports)
+        write_private(self.workdir / "env.sh", "# source this file to use the local stack\n" + exports)
 
     @classmethod
     def load(cls, workdir: str | Path) -> Stack | None:
@@ -102,6 +105,23 @@ class Stack:
         state = json.loads(path.read_text())
         processes = {name: Process(**p) for name, p in state.pop("processes").items()}
         return cls(**(state | {"workdir": Path(state["workdir"]), "processes": processes}))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text``, readable by its owner alone from the first byte.
+
+    A temporary file beside it is created 0600 whatever the umask (``mkstemp``: ``os.open`` with
+    ``O_EXCL`` and mode 0600) and renamed over the old file, so an earlier world-readable file goes
+    with its mode, and a reader sees the old text or the new, never half of it.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _quote(value: str) -> str:
@@ -234,7 +254,7 @@ def start(
     if unknown:
         raise ValueError(f"unknown services {sorted(unknown)}; valid: {', '.join(SERVICES)}")
     workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the services' data and logs: the owner's alone where it is new
     previous = Stack.load(workdir)
     if previous is not None and any(alive(p) for p in previous.processes.values()):
         raise RuntimeError(f"a stack from {workdir} is running ({', '.join(previous.processes)}); `stop` it first")

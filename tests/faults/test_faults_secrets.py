@@ -1,0 +1,162 @@
+"""Secrets at rest and at start: the files that hold the S3 secret and the Label Studio token are
+their owner's alone from the first byte, and the compose stack refuses to start on empty, example
+or placeholder secrets (the check it runs first, ``infra/check-secrets.sh``, run here by ``sh``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from attnloop.localstack import STATE, Stack, start, stop
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK = ROOT / "infra" / "check-secrets.sh"
+SECRET_NAMES = ("S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN")
+# what infra/.env.example shipped before: compose started the whole stack on these
+SHIPPED_EXAMPLE = {
+    "S3_ACCESS_KEY": "attnloop",
+    "S3_SECRET_KEY": "change-me-s3-secret",
+    "POSTGRES_PASSWORD": "change-me-postgres",
+    "LABEL_STUDIO_USERNAME": "annotator@example.com",
+    "LABEL_STUDIO_PASSWORD": "change-me-label-studio",
+    "LABEL_STUDIO_TOKEN": "0123456789abcdef0123456789abcdef01234567",
+}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+class umask:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __enter__(self) -> None:
+        self.previous = os.umask(self.value)
+
+    def __exit__(self, *exc) -> None:
+        os.umask(self.previous)
+
+
+# --- files that hold secrets ------------------------------------------------------------------
+
+
+@pytest.mark.services
+def test_a_started_stack_writes_its_state_and_env_file_for_the_owner_alone(tmp_path):
+    """``stack.json`` and ``env.sh`` hold the S3 secret: 0600 after ``start``, also where an older
+    stack left them 0644 and the umask is the usual 022."""
+    for name in (STATE, "env.sh"):
+        (tmp_path / name).write_text("{}\n" if name == STATE else "# an older stack's\n")
+        (tmp_path / name).chmod(0o644)
+    (tmp_path / STATE).write_text('{"workdir": "%s", "s3_key": "k", "s3_secret": "s", "processes": {}}\n' % tmp_path)
+    with umask(0o022):
+        stack = start(tmp_path, services=("s3",), progress=False)
+    try:
+        assert stack.s3_secret in (tmp_path / STATE).read_text() and stack.s3_secret in (tmp_path / "env.sh").read_text()
+        assert (mode(tmp_path / STATE), mode(tmp_path / "env.sh")) == (0o600, 0o600)
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
+    finally:
+        stop(tmp_path, progress=False)
+
+
+def test_the_secret_files_are_never_readable_by_others_even_for_a_moment(tmp_path):
+    """With umask 0 (the worst case), a watcher listing the folder while the stack saves its state
+    again and again never sees a file that group or others could read."""
+    stack = Stack(tmp_path, s3_key="attnloop-local", s3_secret=secrets.token_hex(16))
+    stack.label_studio = {"url": "http://127.0.0.1:1", "token": secrets.token_hex(20), "user": "u", "password": "p"}
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for entry in os.scandir(tmp_path):
+                try:
+                    bits = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+                except FileNotFoundError:
+                    continue
+                if bits & 0o077:
+                    seen.append((entry.name, bits))
+
+    watcher = threading.Thread(target=watch)
+    with umask(0):
+        watcher.start()
+        try:
+            for _ in range(300):
+                stack.save()
+        finally:
+            done.set()
+            watcher.join()
+    assert not seen, f"readable by others: {sorted(set(seen))[:5]}"
+    assert (mode(tmp_path / STATE), mode(tmp_path / "env.sh")) == (0o600, 0o600)
+    assert Stack.load(tmp_path).label_studio["token"] == stack.label_studio["token"]
+
+
+# --- the compose stack refuses example secrets ------------------------------------------------
+
+
+def check(values: dict[str, str]) -> subprocess.CompletedProcess:
+    """``infra/check-secrets.sh`` as compose's first service runs it: POSIX sh, the secrets in its environment."""
+    return subprocess.run(["sh", str(CHECK)], env={"PATH": os.environ["PATH"], **values}, capture_output=True, text=True, timeout=30)
+
+
+def good_values() -> dict[str, str]:
+    return {
+        "S3_ACCESS_KEY": "attnloop",
+        "S3_SECRET_KEY": secrets.token_hex(20),
+        "POSTGRES_PASSWORD": secrets.token_hex(24),
+        "LABEL_STUDIO_USERNAME": "annotator@mill.example.org",
+        "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(16),
+        "LABEL_STUDIO_TOKEN": secrets.token_hex(20),
+    }
+
+
+def test_the_stack_refuses_the_example_values_it_once_shipped():
+    out = check(SHIPPED_EXAMPLE)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert {re.search(r"\b([A-Z0-9_]+) in infra/\.env", line)[1] for line in lines} == set(SECRET_NAMES)
+    assert all("example" in line and "nothing was started" in line for line in lines), out.stderr
+    assert not any(SHIPPED_EXAMPLE[name] in out.stderr for name in SECRET_NAMES), "the check never prints a secret"
+
+
+def test_the_stack_refuses_the_example_file_as_shipped_now():
+    """``infra/.env.example`` copied unchanged: compose's ``${VAR:?}`` refuses its empty secrets, and so does the check."""
+    example = dict(line.split("=", 1) for line in (ROOT / "infra" / ".env.example").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    assert all(example[name] == "" for name in SECRET_NAMES), "the example ships no usable secret"
+    compose = (ROOT / "infra" / "docker-compose.yml").read_text()
+    guarded = set(re.findall(r"\$\{([A-Z0-9_]+):\?", compose))
+    assert set(SECRET_NAMES) <= guarded, "compose refuses an empty secret before it starts anything"
+    out = check(example)
+    assert out.returncode != 0 and all(f"{name} in infra/.env is empty" in out.stderr for name in SECRET_NAMES), out.stderr
+
+
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("POSTGRES_PASSWORD", "Change-Me-Please-1234", "is an example value"),
+        ("LABEL_STUDIO_PASSWORD", "REPLACE_ME_with_yours", "is an example value"),
+        ("S3_SECRET_KEY", "q7w3z9", "is shorter than 12 characters"),
+        ("POSTGRES_PASSWORD", "a1b2c3d4e5f6@host:5432", "has characters other than"),
+        ("LABEL_STUDIO_TOKEN", "not-forty-hex-characters", "is not 40 hexadecimal characters"),
+        ("LABEL_STUDIO_TOKEN", "0123456789abcdef0123456789abcdef01234567", "is an example value"),
+    ],
+)
+def test_the_stack_refuses_one_bad_secret_and_names_it(name, value, reason):
+    out = check(good_values() | {name: value})
+    assert out.returncode != 0
+    assert len(out.stderr.strip().splitlines()) == 1 and f"{name} in infra/.env {reason}" in out.stderr, out.stderr
+    assert value not in out.stderr
+
+
+def test_the_stack_starts_on_real_secrets():
+    out = check(good_values())
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
