@@ -1,3 +1,6 @@
+import struct
+import threading
+
 import cv2
 import numpy as np
 import pytest
@@ -101,3 +104,48 @@ def test_huge_header_and_16_bit_rgba_are_refused_before_use():
     assert err.value.reason == "unsupported_mode"
     jpeg = cv2.imencode(".jpg", np.zeros((12, 20, 3), np.uint8))[1].tobytes()
     assert imaging.header_size(jpeg) == (20, 12)
+
+
+def test_read_header_reports_every_page_with_depth_and_channels():
+    gray16 = imaging.read_header(imaging.encode_png(np.zeros((5, 7), np.uint16)))
+    assert gray16.format == "png" and gray16.pages == (imaging.Page(7, 5, 16, "gray", 1),)
+    assert gray16.decoded_bytes == 7 * 5 * 2
+    ok, buf = cv2.imencodemulti(".tiff", [np.zeros((6, 6), np.uint16), np.zeros((9, 4), np.uint16), np.zeros((6, 6), np.uint16)])
+    stack = imaging.read_header(buf.tobytes())
+    assert [(p.width, p.height, p.bits, p.channels) for p in stack.pages] == [(6, 6, 16, 1), (4, 9, 16, 1), (6, 6, 16, 1)]
+    assert imaging.read_header(buf.tobytes(), max_pages=1).pages == stack.pages[:2]  # one more than the limit
+    jpeg = imaging.read_header(cv2.imencode(".jpg", np.zeros((12, 20, 3), np.uint8))[1].tobytes())
+    assert jpeg.pages == (imaging.Page(20, 12, 8, "RGB", 3),)
+    rgba = imaging.read_header(cv2.imencode(".webp", np.zeros((3, 5, 4), np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 101])[1].tobytes())
+    assert rgba.pages[0].channels == 4
+    bigtiff = b"II+\x00\x08\x00\x00\x00" + struct.pack("<QQ", 16, 2)
+    bigtiff += struct.pack("<HHQQ", 256, 4, 1, 7) + struct.pack("<HHQQ", 257, 4, 1, 5) + struct.pack("<Q", 0)
+    assert imaging.read_header(bigtiff).pages == (imaging.Page(7, 5, 1, "gray", 1),)
+    assert imaging.read_header(b"GIF89a....") is None
+
+
+def test_limits_follow_the_model_input_above_a_floor():
+    floor = Limits.for_card(card(size=(64, 64)))
+    assert floor == Limits() and floor.max_pixels == imaging.MIN_PIXELS == 4096 * 4096
+    assert floor.max_decoded_bytes == 4096 * 4096 * 6
+    wide = Limits.for_card(card(size=(1024, 1024)))
+    assert wide.max_pixels == 64 * 1024 * 1024 and wide.max_decoded_bytes == 6 * wide.max_pixels
+    assert Limits.for_card(card(), max_pages=4).max_pages == 4
+    with pytest.raises(ValueError, match="must be positive"):
+        Limits(max_pixels=0)
+
+
+def test_gate_runs_an_oversized_piece_alone():
+    gate = imaging.DecodeGate(budget_bytes=100, large_bytes=10)
+    with gate.hold(1000):  # bigger than the whole budget: runs, since nothing else does
+        assert gate.running == 1 and gate.in_use == 100
+        def small_but_large() -> None:
+            with gate.hold(20):
+                pass
+
+        other = threading.Thread(target=small_but_large)
+        other.start()
+        other.join(0.2)
+        assert other.is_alive()  # waits until the oversized piece is done
+    other.join(5)
+    assert not other.is_alive() and gate.peak == 1 and gate.waited == 1 and gate.running == 0
