@@ -12,6 +12,12 @@ card inside the ONNX file. This module never imports torch.
 Routes: ``GET /health`` (ready: 503 until a model is loaded), ``GET /live`` (the process answers:
 for liveness probes, which must not restart a server that is only waiting for a champion), ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
 naming an object in the store), ``POST /admin/reload`` and the Label Studio ML backend under ``/ls``.
+
+``/ls`` and ``/admin`` need the serving token ``ATTNLOOP_SERVING_TOKEN`` (a bearer token, or basic
+auth with the token as password, which is what Label Studio sends); without one configured they
+are off and answer 503 saying so (:mod:`serving.auth`). Keys are read from the store with the byte
+limit, and only regular files inside it: a folder, a link, a FIFO or an over-long key is a 4xx
+with a message, never a hang or a 500.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from attnloop import imaging
@@ -38,9 +44,12 @@ from attnloop.config import Settings
 from attnloop.imaging import ImageError, Limits
 from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
 from attnloop.proposals import attention_box
+from attnloop.labelstudio.project import LabelStudioSettings
 from attnloop.registry import parse_source
 from attnloop.runtime import OnnxModel
+from attnloop.storage import ObjectTooLarge, StoreUnavailable
 from serving import labelstudio
+from serving.auth import require_token
 from serving.batching import MicroBatcher, Runner
 
 log = logging.getLogger(__name__)
@@ -180,10 +189,11 @@ def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[in
 
 
 class Service:
-    """What the routes share: the reloader, the batcher, the limits and the object store."""
+    """What the routes share: the reloader, the batcher, the limits, the object store and where Label Studio is."""
 
-    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits, settings: Settings) -> None:
+    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits, settings: Settings, label_studio: LabelStudioSettings) -> None:
         self.reloader, self.runner, self.limits, self.settings = reloader, runner, limits, settings
+        self.label_studio = label_studio
         self._store = None
 
     def current(self) -> Served:
@@ -223,18 +233,26 @@ class Service:
             payload = json.loads(body)
         except ValueError as err:
             raise HTTPException(422, f"the body is not valid JSON ({err})") from None
+        except RecursionError:
+            raise HTTPException(422, "the JSON body is nested too deeply; send a flat object") from None
         if not isinstance(payload, dict):
             raise HTTPException(422, f"expected a JSON object, got {type(payload).__name__}")
         return payload
 
     async def fetch_key(self, key: str) -> bytes:
+        """The object's bytes, at most the byte limit; every store error is a 4xx/503 with its message."""
         store = self.store()
         try:
-            return await asyncio.to_thread(store.get, key)
-        except KeyError:
-            raise HTTPException(404, f"no object {key!r} in the store {store.uri}; check the key (it is relative to the store's prefix)") from None
-        except ValueError as err:
+            return await asyncio.to_thread(store.get, key, max_bytes=self.limits.max_bytes)
+        except KeyError as err:
+            reason = err.args[0] if err.args else f"{store.uri}/{key} does not exist"
+            raise HTTPException(404, f"no object: {reason}; check the key (it is relative to the store's prefix)") from None
+        except ObjectTooLarge as err:
+            raise HTTPException(413, str(err)) from None
+        except ValueError as err:  # KeyRefused: a malformed key, a link, not a regular file
             raise HTTPException(422, str(err)) from None
+        except StoreUnavailable as err:
+            raise HTTPException(503, str(err)) from None
 
     def _prepare(self, data: bytes, served: Served, name: str) -> tuple[tuple[int, int], np.ndarray]:
         size = imaging.header_size(data)
@@ -270,15 +288,18 @@ def create_app(
     micro_batching: bool = True,
     limits: Limits | None = None,
     device: str = "auto",
+    label_studio: LabelStudioSettings | None = None,
 ) -> FastAPI:
-    """The service, configured from ``settings`` (the environment by default)."""
+    """The service, configured from ``settings`` and ``label_studio`` (the environment by default)."""
     if reload_interval <= 0:
         raise ValueError(f"reload_interval is in seconds and must be positive, got {reload_interval}")
     settings = settings or Settings.from_env()
     source = model_source or os.environ.get(SOURCE_ENV) or f"models:/{settings.model_name}@champion"
     reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
     runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
-    service = Service(reloader=reloader, runner=runner, limits=limits or Limits(), settings=settings)
+    service = Service(
+        reloader=reloader, runner=runner, limits=limits or Limits(), settings=settings, label_studio=label_studio or LabelStudioSettings.from_env()
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -349,7 +370,7 @@ def create_app(
             )
         return JSONResponse(await service.predict(load))
 
-    @app.post("/admin/reload")
+    @app.post("/admin/reload", dependencies=[Depends(require_token)])
     async def reload() -> dict[str, Any]:
         """Check the registry now instead of waiting for the next interval."""
         changed = await asyncio.to_thread(reloader.check_now)

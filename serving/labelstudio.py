@@ -6,6 +6,13 @@ as a ``rectanglelabels`` result in percent of the image, for the annotator to co
 pre-annotation ``attnloop.labelstudio.push`` writes. The tag names come from the project's labeling
 config when it is sent (those of ``labelstudio_templates/`` preferred), else ``class``,
 ``evidence`` and ``image``.
+
+Task images are read only from where attnloop put them: the store's objects (``data.key``, the
+store's ``file://``, ``s3://`` and presigned URLs, Label Studio local-files URLs
+``/data/local-files/?d=...`` that map into the store) and URLs on the Label Studio host named by
+``ATTNLOOP_LABEL_STUDIO_URL`` (fetched with its token, redirects checked again). A request naming
+any other URL (a host file, another server, a loopback service) is refused whole with 422, before
+anything is read. Every route here needs the serving token (:mod:`serving.auth`).
 """
 
 from __future__ import annotations
@@ -18,12 +25,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-from urllib.request import url2pathname
+from urllib.parse import parse_qs, urljoin, urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 
+from attnloop.labelstudio.project import LabelStudioSettings
 from attnloop.labelstudio.results import CLASS, EVIDENCE, IMAGE, choices_result, rectangle_result
+from attnloop.storage import LocalStore, Store
+from serving.auth import require_token
 
 log = logging.getLogger(__name__)
 
@@ -87,37 +96,105 @@ def to_result(prediction: dict[str, Any], names: Tags) -> dict[str, Any]:
     return {"model_version": prediction["model_version"], "score": prediction["confidence"], "result": result}
 
 
-def fetch_url(url: str, *, max_bytes: int) -> bytes:
-    """A task's image from an http(s) or file:// URL, refusing more than ``max_bytes``."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        path = Path(url2pathname(parsed.path))
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise HTTPException(404, f"{url}: no such file") from None
-        if size > max_bytes:
-            raise HTTPException(413, f"{url} is {size} bytes; the limit is {max_bytes}")
-        return path.read_bytes()
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:
-                data = response.read(max_bytes + 1)
-        except urllib.error.HTTPError as err:
-            raise HTTPException(404 if err.code == 404 else 502, f"{url}: the server answered {err.code} {err.reason}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            raise HTTPException(502, f"{url} could not be fetched: {getattr(err, 'reason', err)}") from None
-        if len(data) > max_bytes:
-            raise HTTPException(413, f"{url} is over the limit of {max_bytes} bytes")
-        return data
-    raise HTTPException(
-        422,
-        f"task image {url!r} is not an http(s) or file:// URL; put the image's object key in the task's data.key "
-        "(attnloop's annotate flow does) or serve the images over http(s)",
-    )
+def _short(text: str, limit: int = 120) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}… ({len(text)} characters)"
 
 
-router = APIRouter(prefix="/ls", tags=["label-studio"])
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, for comparing hosts; None for anything else."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where task images may come from: the store (None when none is configured) and Label Studio."""
+
+    store: Store | None
+    label_studio: LabelStudioSettings
+
+    def allowed(self) -> str:
+        store = (
+            "no store (set ATTNLOOP_STORE)"
+            if self.store is None
+            else f"objects of the store {self.store.uri} (data.key, its {'file://' if isinstance(self.store, LocalStore) else 's3:// and presigned'} "
+            "URLs, Label Studio's /data/local-files/?d=... inside it)"
+        )
+        host = (
+            f"URLs on Label Studio at {self.label_studio.url} (ATTNLOOP_LABEL_STUDIO_URL)"
+            if self.label_studio.url
+            else "no other host (set ATTNLOOP_LABEL_STUDIO_URL to read images from Label Studio)"
+        )
+        return f"/ls/predict reads only {store} and {host}"
+
+    def refuse(self, url: str, task_id: Any) -> HTTPException:
+        return HTTPException(422, f"task {task_id}: image URL {_short(url)} is refused: {self.allowed()}")
+
+    def _local_file(self, d: str) -> str | None:
+        """The store key of Label Studio's local file ``d`` (relative to its document root)."""
+        if not isinstance(self.store, LocalStore):
+            return None
+        root = Path(self.label_studio.document_root) if self.label_studio.document_root else self.store.root
+        return self.store.key_of((root / d).as_uri())
+
+    def locate(self, url: str, task_id: Any) -> tuple[str, str]:
+        """``("key", key)`` for an image in the store, ``("http", url)`` for one on Label Studio's host.
+
+        Pure: nothing is read here, so a refused URL learns nothing about what exists."""
+        parts = urlsplit(url)
+        label_studio = _origin(self.label_studio.url) if self.label_studio.url else None
+        on_label_studio = label_studio is not None and _origin(url) == label_studio
+        relative = not parts.scheme and not parts.netloc and url.startswith("/") and not url.startswith("//")
+        if (on_label_studio or relative) and parts.path.rstrip("/") == "/data/local-files":
+            d = parse_qs(parts.query).get("d")
+            key = self._local_file(d[0]) if d and len(d) == 1 else None
+            if key is None:  # never through Label Studio: its document root may be far wider than the store
+                raise self.refuse(url, task_id)
+            return "key", key
+        key = self.store.key_of(url) if self.store is not None else None
+        if key is not None:
+            return "key", key
+        if on_label_studio:
+            return "http", url
+        if relative and label_studio is not None:
+            return "http", urljoin(self.label_studio.url + "/", url)
+        raise self.refuse(url, task_id)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        return None  # a redirect is answered as an HTTPError and its target checked like any task URL
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+REDIRECTS = 3
+
+
+def fetch_url(url: str, *, token: str | None, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """``(bytes, None)`` for an image on Label Studio's host, or ``(None, location)`` when it redirects;
+    more than ``max_bytes`` is refused. Sends Label Studio's token (its legacy ``Token`` scheme)."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Token {token}"} if token else {})
+    try:
+        with _OPENER.open(request, timeout=FETCH_TIMEOUT) as response:
+            data = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as err:
+        if err.code in (301, 302, 303, 307, 308) and err.headers.get("Location"):
+            return None, urljoin(url, err.headers["Location"])
+        raise HTTPException(404 if err.code == 404 else 502, f"{url}: Label Studio answered {err.code} {err.reason}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise HTTPException(502, f"{url} could not be fetched from Label Studio: {getattr(err, 'reason', err)}") from None
+    if len(data) > max_bytes:
+        raise HTTPException(413, f"{url} is over the limit of {max_bytes} bytes")
+    return data, None
+
+
+router = APIRouter(prefix="/ls", tags=["label-studio"], dependencies=[Depends(require_token)])
 
 
 @router.get("/")
@@ -133,42 +210,67 @@ async def setup(request: Request) -> dict[str, str]:
 
 @router.post("/predict")
 async def predict(request: Request) -> dict[str, Any]:
+    """Predictions for Label Studio tasks; one bad task gets an ``error`` instead of sinking the others,
+    but a task naming a URL outside the store and Label Studio refuses the whole request (422)."""
     service = request.app.state.service
     payload = await service.read_json(request)
     tasks = payload.get("tasks")
     if not isinstance(tasks, list):
         raise HTTPException(422, 'expected {"tasks": [{"id": ..., "data": {"image": URL, "key": optional object key}}], ...}')
     names = tags(payload.get("label_config"))
+    try:
+        store = service.store()
+    except HTTPException:
+        store = None  # tasks naming keys are answered with why; URLs on Label Studio still work
+    sources = Sources(store, service.label_studio)
 
-    async def one(task: Any) -> dict[str, Any]:
+    def plan(task: Any) -> tuple[str, str]:
         data = task.get("data") if isinstance(task, dict) else None
         if not isinstance(data, dict):
-            raise HTTPException(422, f"task {task!r} has no 'data' object")
+            return "bad", f"task {_short(repr(task))} has no 'data' object"
         key, url = data.get("key"), data.get(names.image_field)
         if isinstance(key, str) and key:
+            return "key", key
+        if isinstance(url, str) and url:
+            return sources.locate(url, task.get("id"))
+        return "bad", f"task {task.get('id')} has neither data.key nor data.{names.image_field}"
 
-            async def load() -> tuple[bytes, str]:
-                return await service.fetch_key(key), key
+    plans = [plan(task) for task in tasks]  # every URL is checked before anything is read
 
-        elif isinstance(url, str) and url:
+    async def load_url(url: str) -> tuple[bytes, str]:
+        start = url
+        task_id = f"(redirected from {_short(start)})"
+        for _ in range(REDIRECTS + 1):
+            data, location = await asyncio.to_thread(
+                fetch_url, url, token=service.label_studio.token, max_bytes=service.limits.max_bytes
+            )
+            if location is None:
+                return data, start
+            kind, where = sources.locate(location, task_id)  # a redirect goes only where a task could
+            if kind == "key":
+                return await service.fetch_key(where), start
+            url = where
+        raise HTTPException(502, f"{start}: Label Studio redirected more than {REDIRECTS} times")
 
-            async def load() -> tuple[bytes, str]:
-                return await asyncio.to_thread(fetch_url, url, max_bytes=service.limits.max_bytes), url
+    async def one(kind: str, where: str) -> dict[str, Any]:
+        if kind == "bad":
+            raise HTTPException(422, where)
 
-        else:
-            raise HTTPException(422, f"task {task.get('id')} has neither data.key nor data.{names.image_field}")
+        async def load() -> tuple[bytes, str]:
+            return (await service.fetch_key(where), where) if kind == "key" else await load_url(where)
+
         return to_result(await service.predict(load), names)
 
-    async def guarded(task: Any) -> dict[str, Any]:
+    async def guarded(task: Any, kind: str, where: str) -> dict[str, Any]:
         try:
-            return await one(task)
-        except HTTPException as err:  # one bad task does not sink the others; Label Studio shows no prediction for it
+            return await one(kind, where)
+        except HTTPException as err:  # Label Studio shows no prediction for this task
             task_id = task.get("id") if isinstance(task, dict) else None
             log.warning("Label Studio task %s: %s", task_id, err.detail)
             version = service.current().version
             return {"model_version": version, "score": 0.0, "result": [], "error": err.detail}
 
-    return {"results": list(await asyncio.gather(*(guarded(task) for task in tasks)))}
+    return {"results": list(await asyncio.gather(*(guarded(task, *p) for task, p in zip(tasks, plans))))}
 
 
 @router.post("/webhook")

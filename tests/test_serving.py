@@ -20,10 +20,13 @@ from attnloop.imaging import Limits, encode_png
 from attnloop.runtime import OnnxModel
 from conftest import write_tiny_manifest
 from attnloop.imaging import header_size
+from attnloop.labelstudio.project import LabelStudioSettings
 from serving.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = {"content-type": "image/png"}
+TOKEN = "serving-test-token"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +188,7 @@ def test_alias_moves_and_the_served_version_follows(trained, images, tmp_path, m
     expected = {v: OnnxModel(run / "model.onnx", device="cpu").predict_bytes([images[0]]) for v, run in zip(versions, trained["runs"])}
     assert not np.allclose(expected["1"]["probabilities"], expected["2"]["probabilities"], atol=1e-4)
 
-    app = create_app(settings=settings_for(tmp_path, mlflow_tracking_uri=uri, model_name="abn"), reload_interval=3600)
+    app = create_app(settings=settings_for(tmp_path, mlflow_tracking_uri=uri, model_name="abn", serving_token=TOKEN), reload_interval=3600)
     with TestClient(app) as http:
         waiting = http.get("/health")  # no champion yet: unavailable, and says why
         assert waiting.status_code == 503 and "champion" in waiting.json()["detail"]
@@ -193,7 +196,8 @@ def test_alias_moves_and_the_served_version_follows(trained, images, tmp_path, m
         assert http.post("/predict", content=images[0], headers=PNG).status_code == 503
 
         client.set_registered_model_alias("abn", "champion", "1")
-        assert http.post("/admin/reload").json() == {"changed": True, "model_version": "1", "last_error": None}
+        assert http.post("/admin/reload").status_code == 401  # the admin route needs the token
+        assert http.post("/admin/reload", headers=AUTH).json() == {"changed": True, "model_version": "1", "last_error": None}
         assert http.get("/health").json() == {"status": "ok", "model_version": "1"}
         first = http.post("/predict", content=images[0], headers=PNG).json()
         assert first["model_version"] == "1"
@@ -232,10 +236,11 @@ def test_label_studio_backend_protocol(trained, images, tmp_path):
     store = tmp_path / "store"
     (store / "frames").mkdir(parents=True)
     (store / "frames" / "a.png").write_bytes(images[6])
-    loose = tmp_path / "loose.png"
+    loose = store / "loose.png"  # a task URL is read only when it names a file of the store
     loose.write_bytes(images[6])
-    app = create_app(model_source=str(trained["onnx"]), settings=settings_for(tmp_path, store_uri=store.as_uri()))
-    with TestClient(app) as client:
+    settings = settings_for(tmp_path, store_uri=store.as_uri(), serving_token=TOKEN)
+    app = create_app(model_source=str(trained["onnx"]), settings=settings, label_studio=LabelStudioSettings(url=None, token=None))
+    with TestClient(app, headers=AUTH) as client:
         assert client.get("/ls/health").json() == {"status": "UP", "model_class": "attnloop"}
         assert client.post("/ls/health").json()["status"] == "UP"
         version = client.get("/health").json()["model_version"]
@@ -245,7 +250,7 @@ def test_label_studio_backend_protocol(trained, images, tmp_path):
         tasks = [
             {"id": 1, "data": {"image": "http://unused.invalid/a.png", "key": "frames/a.png"}},
             {"id": 2, "data": {"image": loose.as_uri()}},
-            {"id": 3, "data": {"image": (tmp_path / "gone.png").as_uri()}},
+            {"id": 3, "data": {"image": (store / "gone.png").as_uri()}},
         ]
         body = client.post("/ls/predict", json={"tasks": tasks, "label_config": None}).json()
         assert len(body["results"]) == 3

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from attnloop.config import Settings
+from attnloop.storage import StoreUnavailable
 
 PARITY_LIMIT = 1e-4
 
@@ -480,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, LookupError) as err:
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 2
+    except StoreUnavailable as err:  # the store's server is down: one line, a re-run is safe
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

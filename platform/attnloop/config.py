@@ -39,6 +39,7 @@ class Settings:
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
+    serving_token: str | None = None  # the bearer token /ls and /admin require (ATTNLOOP_SERVING_TOKEN)
 
     def store(self, uri: str | None = None, *, create: bool = True):
         """The object store at ``uri``, else the configured one (a folder under ``home`` by default)."""
@@ -81,4 +82,5 @@ class Settings:
             s3_endpoint=env.get("ATTNLOOP_S3_ENDPOINT") or env.get("MLFLOW_S3_ENDPOINT_URL") or None,
             s3_access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            serving_token=env.get("ATTNLOOP_SERVING_TOKEN") or None,
         )
