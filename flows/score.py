@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
+from attnloop import lease
 from attnloop.config import Settings
 from attnloop.registry import open_source
 from attnloop.scoring import report_markdown, score_store
@@ -16,17 +17,24 @@ from flows import scoring_slot
 
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5)
-def score_frames(store_uri: str | None, model: str | None, source: str | None, object_fraction: float, overlays: int) -> dict:
-    """Rerunning is safe: the ledger makes a retry score only what is left."""
+def score_frames(
+    store_uri: str | None, model: str | None, source: str | None, object_fraction: float, overlays: int, lease_wait: float | None = 10.0
+) -> dict:
+    """Rerunning is safe: the ledger makes a retry score only what is left. When another run (a
+    command line's, say) holds the store's scoring lease for ``lease_wait`` seconds, this one is skipped."""
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="attnloop-score-") as tmp:
         onnx, version = open_source(
             model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads
         )
-        summary = score_store(
-            settings.store(store_uri), onnx, model_version=version, source=source, object_fraction=object_fraction,
-            overlays=overlays, progress=False,
-        )
+        try:
+            summary = score_store(
+                settings.store(store_uri), onnx, model_version=version, source=source, object_fraction=object_fraction,
+                overlays=overlays, progress=False, lease_wait=lease_wait,
+            )
+        except lease.Busy as err:
+            get_run_logger().info("skipped: %s; that run scores these frames", err)
+            return {"skipped": True, "scored": 0, "quarantined": 0, "already_done": 0}
     create_markdown_artifact(report_markdown(summary), key="scoring-summary", description=f"scoring run {summary.run_id}")
     if summary.attention_sheet:
         store = settings.store(store_uri)
@@ -46,14 +54,15 @@ def score(
     overlays: int = 16,
     wait_for_slot: float | None = 10.0,
 ) -> dict:
-    """Score what the ledger lacks. One scoring run at a time (:mod:`flows.scoring_slot`): when
-    another holds the slot for ``wait_for_slot`` seconds (None: as long as it takes), this turn is skipped."""
+    """Score what the ledger lacks. One scoring run at a time (:mod:`flows.scoring_slot`, and the
+    store's scoring lease that command-line runs hold too): when another holds the slot or the lease
+    for ``wait_for_slot`` seconds (None: as long as it takes), this turn is skipped."""
     logger = get_run_logger()
     held = scoring_slot.acquire(wait_for_slot)
     if held is None:
         logger.info("skipped: another scoring run holds the %r slot; it scores these frames, or the next turn does", scoring_slot.LIMIT)
         return {"skipped": True, "scored": 0, "quarantined": 0, "already_done": 0}
     with held:
-        summary = score_frames(store, model, source, object_fraction, overlays)
+        summary = score_frames(store, model, source, object_fraction, overlays, wait_for_slot)
     logger.info("scored %d frames, %d quarantined, %d already done", summary["scored"], summary["quarantined"], summary["already_done"])
     return summary

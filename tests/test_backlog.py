@@ -14,6 +14,7 @@ from prefect.testing.utilities import prefect_test_harness
 from attnloop import scoring
 from attnloop.config import Settings
 from attnloop.imaging import encode_png
+from attnloop.registry import file_version
 from attnloop.storage import open_store
 from attnloop.stream import frame_key
 from conftest import write_tiny_manifest
@@ -60,7 +61,7 @@ def rows(store, version: str) -> dict[str, dict]:
 def quarantined(store, version: str) -> list[tuple[str, str]]:
     return sorted(
         (record["key"], record["reason"])
-        for info in store.list(f"quarantine/{version}/")
+        for info in store.list(f"quarantine/{scoring.safe_version(version)}/")
         for record in map(json.loads, store.get(info.key).decode().splitlines())
     )
 
@@ -74,7 +75,9 @@ def test_backlog_is_scored_once_per_partition_on_dask_and_matches_the_score_flow
 
     store = Settings.from_env().store()
     good, bad = put_backlog(store)
-    version = onnx_path.stem
+    version = file_version(onnx_path)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an ONNX model")
     with prefect_test_harness(server_startup_timeout=120):
         # an existing cluster, named the way a site names its own (processes: tasks cross a process boundary)
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
@@ -85,8 +88,10 @@ def test_backlog_is_scored_once_per_partition_on_dask_and_matches_the_score_flow
             assert len(partition_tasks) == len(PARTITIONS)  # one Dask task per partition, run on the cluster's workers
             assert {t["worker"] for t in partition_tasks} <= set(cluster.scheduler_info["workers"])
             # failing partitions fail the run only once every partition was tried, and the error names each
-            with monkeypatch.context() as patch, pytest.raises(RuntimeError, match=r"3 of 3 partitions failed(.|\n)*line-2/2026-11-26: FileNotFoundError"):
+            with monkeypatch.context() as patch, pytest.raises(RuntimeError, match=r"3 of 3 partitions failed(.|\n)*line-2/2026-11-26: InvalidProtobuf"):
                 patch.setattr(backlog, "score_partition", backlog.score_partition.with_options(retries=0))
+                score_backlog(model=str(broken))
+            with pytest.raises(FileNotFoundError, match="missing.onnx"):  # no version to hold the lease for: before any partition
                 score_backlog(model=str(tmp_path / "missing.onnx"))
         monkeypatch.delenv(DASK_ADDRESS_ENV)
         again = score_backlog(model=str(onnx_path), workers=2)  # the default: a local cluster of its own
@@ -144,12 +149,17 @@ def test_a_run_starting_while_another_commits_leaves_the_ledger_whole(onnx_path,
     a_store = PausingStore(store, "quarantine/")  # A stops after its Parquet part, before the rest
     b_store = PausingStore(store, "ledger/")  # B stops after reading the ledger, before writing its repair
 
-    a = threading.Thread(target=scoring.score_store, args=(a_store, model), kwargs={"model_version": "v", "source": "line-2", "progress": False})
+    # both under one lease holder, as the backlog flow's partitions are (leased=True)
+    a = threading.Thread(
+        target=scoring.score_store, args=(a_store, model), kwargs={"model_version": "v", "source": "line-2", "progress": False, "leased": True}
+    )
     a.start()
     assert a_store.ready.wait(60)
     b_summary = {}
     b = threading.Thread(
-        target=lambda: b_summary.update(s=scoring.score_store(b_store, model, model_version="v", source="line-1", overlays=0, progress=False))
+        target=lambda: b_summary.update(
+            s=scoring.score_store(b_store, model, model_version="v", source="line-1", overlays=0, progress=False, leased=True)
+        )
     )
     b.start()
     assert b_store.ready.wait(60)  # B has listed A's Parquet part as an orphan and is about to record it
@@ -161,7 +171,7 @@ def test_a_run_starting_while_another_commits_leaves_the_ledger_whole(onnx_path,
     assert b_summary["s"].scored == 8 and b_summary["s"].recovered_parts == 1
 
     done, _ = scoring.done_keys(store, "v")
-    assert done == set(good) | {bad}
+    assert done.keys() == set(good) | {bad}
     third = scoring.score_store(store, model, model_version="v", progress=False)
     assert (third.scored, sum(third.quarantined.values()), third.already_done) == (0, 0, 13)
     assert sorted(rows(store, "v")) == good  # each frame once

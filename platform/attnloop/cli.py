@@ -267,14 +267,20 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     store = settings.store(args.store)
     import tempfile
 
+    from attnloop import lease
     from attnloop.registry import open_source
 
     source = args.model or f"models:/{settings.model_name}@champion"
     model, version = open_source(source, registry_uri=settings.registry_uri, dst=tempfile.mkdtemp(prefix="attnloop-model-"), threads=settings.threads)
-    summary = score_store(
-        store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
-        object_fraction=args.object_fraction, overlays=args.overlays,
-    )
+    try:
+        summary = score_store(
+            store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
+            object_fraction=args.object_fraction, overlays=args.overlays, lease_wait=args.wait,
+        )
+    except lease.Busy as err:
+        print(f"another scoring run holds the lease for model version {args.model_version or version} ({err}); it scores these frames, "
+              "so nothing was scored twice; run again once it has finished to score frames that arrive later")
+        return 0
     print(report_markdown(summary))
     print(f"results under {store.uri}/scores/, report at reports/{summary.model_version}/{summary.run_id}.md ({model.provider})")
     return 0
@@ -419,11 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("score", help="score every new frame in the store with ONNX Runtime, once per model version")
     sc.add_argument("--store", default=None, help="store URI (default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)")
     sc.add_argument("--model", default=None, help="an .onnx file or models:/NAME@ALIAS (default: the registry's champion)")
-    sc.add_argument("--model-version", default=None, help="version recorded in the rows (default: the registry version or file name)")
+    sc.add_argument("--model-version", default=None, help="version recorded in the rows (default: the registry version, or the file's name@sha256)")
     sc.add_argument("--source", default=None, help="only this source")
     sc.add_argument("--batch-size", type=int, default=64)
     sc.add_argument("--object-fraction", type=float, default=0.1, help="typical object area as a share of the image")
     sc.add_argument("--overlays", type=int, default=16, help="attention overlays for this many highest-priority frames")
+    sc.add_argument("--wait", type=float, default=60.0, help="seconds to wait while another run scores with the same model version "
+                    "(it holds the store's lease), then leave its frames to it and exit 0 (default 60)")
     sc.set_defaults(func=cmd_score)
 
     from attnloop.labelstudio.cli import add_commands as add_label_studio_commands

@@ -1,20 +1,29 @@
-"""Score the frames of an object store with ONNX Runtime, each exactly once per model version.
+"""Score the frames of an object store with ONNX Runtime, each content exactly once per model version.
 
 Pipeline: list frames lazily → fetch, decode and preprocess in worker threads (a bounded window
 ahead of inference, so reading overlaps the model and memory stays bounded whatever the
-backlog) → batched ONNX Runtime → priority signals → rows. Bad frames are quarantined with the
-reason, never a crash.
+backlog) → batched ONNX Runtime → priority signals → rows. A frame that fails for a reason of its
+own (a key no frame may have, an object the store refuses, bytes that do not decode or preprocess)
+is quarantined with the reason and the run goes on; only a failure that is not the frame's (the
+store unreachable, the model failing on a batch) stops a run, and a rerun is then safe.
 
 Exactly-once: rows are committed in parts. A part is one Parquet file per (source, date)
 under ``scores/source=S/date=D/part-<version>-<run>-<seq>.parquet`` followed by its ledger entry
-``ledger/<version>/<run>-<seq>.json`` (every key, its content hash and status). A run first
-reads the ledger; a part written by a run that died before its ledger entry is found by its
-name, its keys are read back and its ledger entry is written then. So a re-run after a crash
-scores only what is left, and no row is ever written twice.
+``ledger/<version>/<run>-<seq>.json``: every key with its content hash, status and the listing's
+signature (ETag and size) it was read under. A run first reads the ledger; a part written by a
+run that died before its ledger entry is found by its name, its keys are read back and its ledger
+entry is written then. So a re-run after a crash scores only what is left, and no row is ever
+written twice. A listed object whose signature is in the ledger is not read again; one whose
+signature changed is read and hashed, and scored again only if its content is new (a frame
+replaced under its key, a quarantined frame uploaded again whole). Ledger items from before the
+signatures (``[key, hash, status]``) still count: such frames are hashed once and their signature
+recorded.
 
-Runs on disjoint sets of frames (one per source and date, say) may share a store and a model
-version at the same time: a run only ever adds files under names of its own, and the ledger is
-the union of its entries (see :func:`done_keys`).
+One run per model version at a time: a run holds the store's lease :func:`lease_name` (see
+:mod:`attnloop.lease`), so two ``attnloop score`` processes never score the same frames twice.
+Runs on disjoint sets of frames under one lease holder (the backlog flow's partitions) may share a
+store and a model version at the same time: a run only ever adds files under names of its own,
+and the ledger is the union of its entries (see :func:`done_keys`).
 """
 
 from __future__ import annotations
@@ -35,16 +44,17 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from attnloop import imaging
+from attnloop import imaging, lease
 from attnloop.priority import signals
 from attnloop.runtime import OnnxModel
-from attnloop.storage import Store
-from attnloop.stream import FrameKey, iter_frames
+from attnloop.storage import TRANSIENT_CODES, Store
+from attnloop.stream import FrameKey, Listed, list_frames
 
 log = logging.getLogger(__name__)
 
 SCORES, LEDGER, QUARANTINE, EMBEDDINGS, REPORTS, OVERLAYS = "scores/", "ledger/", "quarantine/", "embeddings/", "reports/", "overlays/"
 OFF_OBJECT = 0.5  # background attention above this: the model looked mostly off the object
+STORE_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccountProblem", "AllAccessDisabled"}
 
 
 def safe_version(version: str) -> str:
@@ -52,10 +62,17 @@ def safe_version(version: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(version))
 
 
+def lease_name(version: str) -> str:
+    """The store lease a scoring run of ``version`` holds (:mod:`attnloop.lease`)."""
+    return f"score-{safe_version(version)}"
+
+
 @dataclass
 class Frame:
     key: str
-    parsed: FrameKey
+    parsed: FrameKey | None  # None for a key no frame may have
+    etag: str = ""  # the listing's signature: ETag and size
+    nbytes: int = 0
     hash: str | None = None
     tensor: np.ndarray | None = None
     size: tuple[int, int] | None = None  # (h, w) of the decoded frame
@@ -70,6 +87,7 @@ class RunSummary:
     scored: int = 0
     quarantined: Counter = field(default_factory=Counter)
     already_done: int = 0
+    changed: int = 0  # frames in the ledger already, scored (or quarantined) again because their content changed
     classes: Counter = field(default_factory=Counter)
     confidence_histogram: list[int] = field(default_factory=lambda: [0] * 10)
     off_object: int = 0
@@ -87,6 +105,7 @@ class RunSummary:
             "quarantined": sum(self.quarantined.values()),
             "quarantined_by_reason": dict(self.quarantined),
             "already_done": self.already_done,
+            "changed": self.changed,
             "class_distribution": dict(self.classes),
             "confidence_histogram": {"edges": [round(i / 10, 1) for i in range(11)], "counts": self.confidence_histogram},
             "off_object_share": self.off_object / self.scored if self.scored else None,
@@ -109,9 +128,40 @@ def _part_id(name: str, version: str) -> str | None:
     return match["id"] if match else None
 
 
-def done_keys(store: Store, version: str) -> tuple[set[str], int]:
-    """Keys already scored (or quarantined) for a model version; repairs parts a crashed run left
-    without a ledger entry. Returns the keys and the number of parts repaired.
+class Ledger:
+    """What a model version's ledger holds: every (key, content hash) done with its status, and the
+    listing signatures (ETag, size) they were read under. Items are ``[key, hash, status, etag,
+    size]``; older ledgers' ``[key, hash, status]`` count as done without a signature."""
+
+    def __init__(self) -> None:
+        self.status: dict[tuple[str, str | None], str] = {}
+        self.signatures: set[tuple[str, str, int]] = set()
+        self._keys: set[str] = set()
+
+    def add(self, item: list) -> None:
+        key, digest, status = item[0], item[1], item[2]
+        self.status[(key, digest)] = status
+        self._keys.add(key)
+        if len(item) >= 5 and item[3]:
+            self.signatures.add((key, item[3], int(item[4])))
+
+    def keys(self) -> set[str]:
+        return set(self._keys)
+
+    def knows(self, key: str) -> bool:
+        return key in self._keys
+
+    def unchanged(self, key: str, etag: str, size: int) -> bool:
+        """Whether the object was read under this very signature before: then it need not be read."""
+        return bool(etag) and (key, etag, size) in self.signatures
+
+    def __contains__(self, pair: tuple[str, str | None]) -> bool:
+        return pair in self.status
+
+
+def done_keys(store: Store, version: str) -> tuple[Ledger, int]:
+    """The ledger of a model version (what is scored or quarantined already); repairs parts a
+    crashed run left without a ledger entry. Returns the ledger and the number of parts repaired.
 
     A scores or quarantine file that no ledger entry lists is an orphan. Another run may be
     between writing a part's files and its entry right now, so the repair goes under a name of
@@ -120,12 +170,13 @@ def done_keys(store: Store, version: str) -> tuple[set[str], int]:
     import pyarrow.parquet as pq
 
     version = safe_version(version)
-    done: set[str] = set()
+    done = Ledger()
     covered: set[str] = set()
     for info in store.list(f"{LEDGER}{version}/"):
         entry = json.loads(store.get(info.key))
         covered.update(entry["files"])
-        done.update(item[0] for item in entry["items"])
+        for item in entry["items"]:
+            done.add(item)
     orphans: dict[str, list[str]] = {}
     for info in store.list(SCORES):
         part = _part_id(info.key, version)
@@ -139,7 +190,7 @@ def done_keys(store: Store, version: str) -> tuple[set[str], int]:
         for key in keys:
             if key.endswith(".jsonl"):
                 records = [json.loads(line) for line in store.get(key).decode().splitlines() if line]
-                items += [[q["key"], q["hash"], f"quarantined:{q['reason']}"] for q in records]
+                items += [[q["key"], q["hash"], f"quarantined:{q['reason']}", q.get("etag", ""), q.get("size", 0)] for q in records]
                 continue
             table = pq.read_table(io.BytesIO(store.get(key)), columns=["key", "hash"])
             items += [[k, h, "scored"] for k, h in zip(table["key"].to_pylist(), table["hash"].to_pylist())]
@@ -149,45 +200,81 @@ def done_keys(store: Store, version: str) -> tuple[set[str], int]:
         )
         digest = hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:12]
         _write_ledger(store, version, part, items, keys, name=f"{part}.recovered-{digest}")
-        done.update(item[0] for item in items)
+        for item in items:
+            done.add(item)
     return done, len(orphans)
 
 
-def _write_ledger(store: Store, version: str, part: str, items: list[list[str]], files: list[str], *, name: str | None = None) -> None:
+def _write_ledger(store: Store, version: str, part: str, items: list[list], files: list[str], *, name: str | None = None) -> None:
     body = json.dumps({"part": part, "files": files, "items": items, "written_at": _now()}).encode()
     store.put(f"{LEDGER}{version}/{name or part}.json", body, content_type="application/json")
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _now(timespec: str = "seconds") -> str:
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
 # --- scoring ---------------------------------------------------------------------------------
 
 
-def _load(store: Store, key: str, parsed: FrameKey, model: OnnxModel, limits: imaging.Limits) -> Frame:
-    frame = Frame(key, parsed)
+def _own_read_error(err: Exception) -> bool:
+    """Whether a failed read is the object's own fault (a key or object the store refuses, no
+    permission on it, an archived object) rather than the store's (unreachable, failing, wrong
+    credentials): only the first quarantines a frame, the second stops the run."""
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return False
+    if isinstance(err, (ValueError, OSError)):
+        return True
+    code = getattr(err, "code", None)  # minio's S3Error
+    return isinstance(code, str) and code not in TRANSIENT_CODES and code not in STORE_CODES
+
+
+def _load(store: Store, listed: Listed, model: OnnxModel, limits: imaging.Limits) -> Frame:
+    key = listed.info.key
+    frame = Frame(key, listed.parsed, etag=listed.info.etag, nbytes=listed.info.size)
+    if listed.problem is not None:
+        frame.reason, frame.message = "bad_key", listed.problem
+        return frame
     try:
         data = store.get(key)
-    except KeyError as err:  # deleted between listing and reading
-        frame.reason, frame.message = "missing", str(err)
+    except KeyError as err:  # deleted between listing and reading: if it comes back, it is read then
+        frame.reason, frame.message, frame.etag = "missing", str(err), ""
+        return frame
+    except Exception as err:
+        if not _own_read_error(err):
+            raise
+        # no signature recorded: an object the store refused is tried again by the next run
+        frame.reason, frame.message, frame.etag = "unreadable", f"{key} could not be read ({type(err).__name__}: {err})", ""
         return frame
     frame.hash = content_hash(data)
     try:
         image = imaging.decode(data, limits=limits, name=key)
+    except imaging.ImageError as err:
+        frame.reason, frame.message = err.reason, str(err)
+        return frame
+    except MemoryError:
+        raise  # the host is short of memory (decodes are bounded by ``limits``): not this frame's fault
+    except Exception as err:
+        frame.reason, frame.message = "corrupt", f"{key} could not be decoded ({type(err).__name__}: {err})"
+        return frame
+    try:
         frame.size = image.shape[:2]
         frame.tensor = imaging.preprocess(image, model.card, name=key)
     except imaging.ImageError as err:
         frame.reason, frame.message = err.reason, str(err)
+    except MemoryError:
+        raise
+    except Exception as err:
+        frame.reason, frame.message = "preprocess_failed", f"{key} could not be preprocessed for the model ({type(err).__name__}: {err})"
     return frame
 
 
-def _prefetch(store: Store, todo: Iterator[tuple[str, FrameKey]], model: OnnxModel, limits: imaging.Limits, *, workers: int, window: int) -> Iterator[Frame]:
+def _prefetch(store: Store, todo: Iterator[Listed], model: OnnxModel, limits: imaging.Limits, *, workers: int, window: int) -> Iterator[Frame]:
     """Frames in listing order, loaded by ``workers`` threads at most ``window`` ahead."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
         pending: deque[Future] = deque()
-        for key, parsed in todo:
-            pending.append(pool.submit(_load, store, key, parsed, model, limits))
+        for listed in todo:
+            pending.append(pool.submit(_load, store, listed, model, limits))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:
@@ -195,15 +282,16 @@ def _prefetch(store: Store, todo: Iterator[tuple[str, FrameKey]], model: OnnxMod
 
 
 class _Part:
-    """Rows waiting to be committed as one part."""
+    """Rows and ledger items waiting to be committed as one part."""
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
         self.embeddings: list[np.ndarray] = []
         self.quarantined: list[dict] = []
+        self.items: list[list] = []  # [key, hash, status, etag, size] for every frame of the part
 
     def __len__(self) -> int:
-        return len(self.rows) + len(self.quarantined)
+        return len(self.items)
 
 
 def score_store(
@@ -216,26 +304,48 @@ def score_store(
     part_rows: int = 1024,
     workers: int = 4,
     object_fraction: float = 0.1,
-    limits: imaging.Limits = imaging.Limits(),
+    limits: imaging.Limits | None = None,
     overlays: int = 16,
     progress: bool = True,
+    lease_wait: float | None = 60.0,
+    lease_ttl: float = 30.0,
+    leased: bool = False,
 ) -> RunSummary:
     """Score every frame not yet scored by ``model_version``; returns the run's summary (also
     written to ``reports/<version>/<run>.json`` and ``.md``). The ``overlays`` frames of highest
-    priority get an attention overlay at :func:`overlay_key`, ready for annotators."""
+    priority get an attention overlay at :func:`overlay_key`, ready for annotators.
+
+    The run holds the store's lease :func:`lease_name` (``lease_ttl``), waiting up to ``lease_wait``
+    seconds (None: without bound) while another run of the version holds it, then raises
+    :class:`attnloop.lease.Busy`. ``leased``: the caller holds that lease for this run (the backlog
+    flow does, while its disjoint partitions are scored in parallel)."""
     if batch_size < 1 or part_rows < 1 or workers < 1:
         raise ValueError(f"batch_size, part_rows and workers must be positive, got {batch_size}, {part_rows}, {workers}")
+    options = dict(
+        source=source, batch_size=batch_size, part_rows=part_rows, workers=workers, object_fraction=object_fraction,
+        limits=limits or imaging.Limits.for_card(model.card), overlays=overlays, progress=progress,
+    )
+    if leased:
+        return _score(store, model, model_version=model_version, held=None, **options)
+    with lease.hold(store, lease_name(model_version), ttl=lease_ttl, wait=lease_wait) as held:
+        return _score(store, model, model_version=model_version, held=held, **options)
+
+
+def _score(
+    store: Store, model: OnnxModel, *, model_version: str, source: str | None, batch_size: int, part_rows: int, workers: int,
+    object_fraction: float, limits: imaging.Limits, overlays: int, progress: bool, held: lease.Held | None,
+) -> RunSummary:
     version = safe_version(model_version)
     run_id = uuid.uuid4().hex[:12]
     summary = RunSummary(run_id, str(model_version), top_size=overlays)
-    done, summary.recovered_parts = done_keys(store, version)
+    done, summary.recovered_parts = done_keys(store, version)  # read under the lease: no other run adds to it now
 
-    def todo() -> Iterator[tuple[str, FrameKey]]:
-        for key, parsed in iter_frames(store, source=source):
-            if key in done:
+    def todo() -> Iterator[Listed]:
+        for listed in list_frames(store, source=source):
+            if done.unchanged(listed.info.key, listed.info.etag, listed.info.size):
                 summary.already_done += 1
             else:
-                yield key, parsed
+                yield listed
 
     part, seq = _Part(), 0
     batch: list[Frame] = []
@@ -247,22 +357,35 @@ def score_store(
             bar.update(len(batch))
             batch.clear()
 
+    def commit() -> None:
+        if held is not None:
+            held.check()  # another run took the lease over (this one stalled past its ttl): stop before writing
+        _commit(store, part, version, f"{run_id}-{seq}", summary)
+
     for frame in _prefetch(store, todo(), model, limits, workers=workers, window=max(2 * batch_size, workers)):
-        if frame.reason is not None:
-            part.quarantined.append({"key": frame.key, "hash": frame.hash, "reason": frame.reason, "message": frame.message})
+        if frame.hash is not None and (frame.key, frame.hash) in done:
+            # the same content under a new signature (rewritten, copied, or an older ledger): record the signature only
+            summary.already_done += 1
+            part.items.append([frame.key, frame.hash, done.status[(frame.key, frame.hash)], frame.etag, frame.nbytes])
+        elif frame.reason is not None:
+            record = {"key": frame.key, "hash": frame.hash, "reason": frame.reason, "message": frame.message, "etag": frame.etag, "size": frame.nbytes}
+            part.quarantined.append(record)
+            part.items.append([frame.key, frame.hash, f"quarantined:{frame.reason}", frame.etag, frame.nbytes])
             summary.quarantined[frame.reason] += 1
+            summary.changed += done.knows(frame.key)
             log.warning("%s — quarantined", frame.message)
         else:
+            summary.changed += done.knows(frame.key)
             batch.append(frame)
             if len(batch) >= batch_size:
                 flush_batch()
         if len(part) >= part_rows:
             flush_batch()
-            _commit(store, part, version, f"{run_id}-{seq}", summary)
+            commit()
             part, seq = _Part(), seq + 1
     flush_batch()
     if len(part):
-        _commit(store, part, version, f"{run_id}-{seq}", summary)
+        commit()
     bar.close()
     for _, key, attention in sorted(summary.top, reverse=True):
         write_overlay(store, key, attention, model_version=str(model_version))
@@ -321,7 +444,7 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
         "branch_disagreement": signals.branch_disagreement(p, out["attention_probabilities"]),
         "background_attention": signals.background_attention(attention, object_fraction=object_fraction),
     }
-    now = _now()
+    now = _now("milliseconds")  # fine enough to tell which of two rows of a replaced frame is newer
     names = model.card.class_names
     for i, frame in enumerate(frames):
         confidence = float(p[i].max())
@@ -343,6 +466,7 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
             "attention_w": int(attention.shape[2]),
         }
         part.rows.append(row)
+        part.items.append([frame.key, frame.hash, "scored", frame.etag, frame.nbytes])
         part.embeddings.append(out["embedding"][i].astype(np.float32))
         summary.scored += 1
         summary.classes[row["class"]] += 1
@@ -384,24 +508,34 @@ def _commit(store: Store, part: _Part, version: str, part_id: str, summary: RunS
         key = f"{QUARANTINE}{version}/{part_id}.jsonl"
         store.put(key, "".join(json.dumps(q) + "\n" for q in part.quarantined).encode(), content_type="application/x-ndjson")
         files.append(key)
-    items = [[r["key"], r["hash"], "scored"] for r in part.rows] + [[q["key"], q["hash"], f"quarantined:{q['reason']}"] for q in part.quarantined]
-    _write_ledger(store, version, part_id, items, files)
+    _write_ledger(store, version, part_id, part.items, files)
     summary.parts.append(part_id)
 
 
-def read_scores(store: Store, *, model_version: str | None = None, columns: list[str] | None = None):
-    """Every committed row (a pyarrow Table), optionally of one model version."""
+def read_scores(store: Store, *, model_version: str | None = None, columns: list[str] | None = None, latest: bool = False):
+    """Every committed row (a pyarrow Table), optionally of one model version. A frame replaced
+    under its key has a row per content; ``latest`` keeps each key's newest row only."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    wanted = None if columns is None else list(dict.fromkeys([*columns, *(["key", "scored_at"] if latest else [])]))
     tables = []
     for info in store.list(SCORES):
         if not info.key.endswith(".parquet"):
             continue
         if model_version is not None and _part_id(info.key, safe_version(model_version)) is None:
             continue
-        tables.append(pq.read_table(io.BytesIO(store.get(info.key)), columns=columns))
-    return pa.concat_tables(tables) if tables else None
+        tables.append(pq.read_table(io.BytesIO(store.get(info.key)), columns=wanted))
+    if not tables:
+        return None
+    table = pa.concat_tables(tables)
+    if latest:
+        newest: dict[str, tuple[str, int]] = {}
+        for i, (key, at) in enumerate(zip(table["key"].to_pylist(), table["scored_at"].to_pylist())):
+            if key not in newest or at >= newest[key][0]:
+                newest[key] = (at, i)
+        table = table.take(sorted(i for _, i in newest.values()))
+    return table.select(columns) if columns is not None else table
 
 
 # --- monitoring ------------------------------------------------------------------------------
@@ -414,6 +548,8 @@ def report_markdown(summary: RunSummary) -> str:
         "",
         f"- frames scored: {d['scored']}; already scored before: {d['already_done']}; quarantined: {d['quarantined']}",
     ]
+    if d["changed"]:
+        lines.append(f"- scored again because their content changed under the same key: {d['changed']}")
     if d["quarantined_by_reason"]:
         lines.append("- quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(d["quarantined_by_reason"].items())))
     if d["off_object_share"] is not None:

@@ -1,7 +1,9 @@
 """Image streams in the object store: the frame layout and a simulator that feeds it.
 
 Frames live at ``frames/<source>/<yyyy-mm-dd>/<id>.<ext>``; a source is a camera, a line or a
-microscope. The simulator writes a dataset family's stream split there (the split where the
+microscope. Another client may write keys no frame may have (``..`` segments, a deeper layout):
+:func:`list_frames` yields them with the problem, so scoring quarantines them rather than skip or
+fail on them. The simulator writes a dataset family's stream split there (the split where the
 training shortcut is broken and, for ``mill``, the line drifts), for demos and tests.
 """
 
@@ -15,11 +17,11 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from attnloop.storage import Store
+from attnloop.storage import ObjectInfo, Store
 
 FRAMES = "frames/"
 EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
-_KEY = re.compile(r"^frames/(?P<source>[A-Za-z0-9_.-]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<id>[^/]+)\.(?P<ext>[A-Za-z0-9]+)$")
+_KEY = re.compile(r"^frames/(?!\.\.?/)(?P<source>[A-Za-z0-9_.-]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<id>[^/]+)\.(?P<ext>[A-Za-z0-9]+)$")
 CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "tif": "image/tiff", "tiff": "image/tiff", "bmp": "image/bmp", "webp": "image/webp"}
 
 
@@ -48,13 +50,35 @@ def parse_frame_key(key: str) -> FrameKey | None:
     return FrameKey(**match.groupdict()) if match else None
 
 
-def iter_frames(store: Store, *, source: str | None = None, start_after: str | None = None) -> Iterator[tuple[str, FrameKey]]:
-    """Frame keys in key order (lazily, so a backlog of any size streams through)."""
+@dataclass(frozen=True)
+class Listed:
+    """An object under ``frames/`` as listed: a frame (``parsed``), or a key no frame may have (``problem``)."""
+
+    info: ObjectInfo
+    parsed: FrameKey | None
+    problem: str | None = None
+
+
+def list_frames(store: Store, *, source: str | None = None, start_after: str | None = None) -> Iterator[Listed]:
+    """Frames in key order with their listing (size, ETag), lazily, so a backlog of any size streams
+    through; also every key that claims to be a frame (an image extension) but breaks the layout."""
     prefix = f"{FRAMES}{source}/" if source else FRAMES
     for info in store.list(prefix, start_after=start_after):
         parsed = parse_frame_key(info.key)
         if parsed is not None:
-            yield info.key, parsed
+            yield Listed(info, parsed)
+        elif info.key.rsplit(".", 1)[-1].lower() in EXTENSIONS:
+            yield Listed(info, None, (
+                f"object key {info.key!r} is not a frame key (frames/<source>/<yyyy-mm-dd>/<id>.<ext>, no empty, '.' or '..' "
+                "parts); it was not read"
+            ))
+
+
+def iter_frames(store: Store, *, source: str | None = None, start_after: str | None = None) -> Iterator[tuple[str, FrameKey]]:
+    """Frame keys in key order (lazily); keys that break the layout are left out."""
+    for listed in list_frames(store, source=source, start_after=start_after):
+        if listed.parsed is not None:
+            yield listed.info.key, listed.parsed
 
 
 def simulate(
