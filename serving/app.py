@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -45,7 +44,7 @@ from attnloop.imaging import ImageError, Limits
 from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
 from attnloop.proposals import attention_box
 from attnloop.labelstudio.project import LabelStudioSettings
-from attnloop.registry import parse_source
+from attnloop.registry import file_version, parse_source
 from attnloop.runtime import OnnxModel
 from attnloop.storage import ObjectTooLarge, StoreUnavailable
 from serving import labelstudio
@@ -105,7 +104,7 @@ class Reloader:
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist; set {SOURCE_ENV} to an .onnx file or models:/NAME@ALIAS")
         data = self.path.read_bytes()
-        version = f"{self.path.name}@{hashlib.sha256(data).hexdigest()[:12]}"
+        version = file_version(self.path, data)  # the same id scoring records
         return Served(OnnxModel(data, device=self.device, threads=self.threads), version, self.source, time.time())
 
     def _load_version(self, version: str) -> Served:
