@@ -88,9 +88,14 @@ def _check_key(key: str) -> str:
     size = len(key.encode("utf-8", "surrogatepass"))
     if size > MAX_KEY_BYTES:
         raise KeyRefused(f"object key {_short(key)} is too long: {size} bytes; the limit is {MAX_KEY_BYTES}")
-    for part in key.split("/"):
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_PART_BYTES:
-            raise KeyRefused(f"object key {_short(key)} is too long: its part {_short(part, 30)} is over {MAX_PART_BYTES} bytes")
+    return key
+
+
+def _check_path_key(key: str) -> str:
+    """A key that is also a path: each part must fit a file name (S3 has no such limit)."""
+    for part in _check_key(key).split("/"):
+        if len(os.fsencode(part)) > MAX_PART_BYTES:
+            raise KeyRefused(f"object key {_short(key)} is too long for a folder store: its part {_short(part, 30)} is over {MAX_PART_BYTES} bytes")
     return key
 
 
@@ -116,7 +121,7 @@ class LocalStore:
     def _folder(self, key: str, *, create: bool = False) -> tuple[int, str]:
         """An open descriptor of the folder that holds ``key`` (reached without following any link) and
         the key's last part. A missing folder is ``KeyError`` (created instead when ``create``)."""
-        parts = _check_key(key).split("/")
+        parts = _check_path_key(key).split("/")
         try:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
