@@ -11,13 +11,27 @@ from prefect.tasks import exponential_backoff
 from attnloop.config import Settings
 
 
-@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5)
+def _may_pass(task, task_run, state) -> bool:
+    """Retry what may pass by itself (Label Studio away, another push holding the lease); a setting
+    to fix (Label Studio does not serve the store's images) fails at once."""
+    from attnloop.labelstudio.push import NotServed
+
+    try:
+        state.result()
+    except NotServed:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+@task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=10), retry_jitter_factor=0.5, retry_condition_fn=_may_pass)
 def push_candidates(model: str | None, top_k: int, max_open: int | None, store_uri: str | None, ranking: str) -> dict:
     """The ``top_k`` best frames not queued yet. A retry after Label Studio went away is safe: keys
     already queued are never pushed twice."""
     from attnloop.labelstudio import bootstrap
     from attnloop.labelstudio.project import LabelStudioSettings
-    from attnloop.labelstudio.push import existing_tasks, push, ranked_candidates
+    from attnloop.labelstudio.push import push_scored
     from attnloop.registry import open_source
 
     settings = Settings.from_env()
@@ -27,13 +41,13 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()
     project = bootstrap(ls, title=ls_settings.project, classes=list(onnx.card.class_names))
-    queued, _ = existing_tasks(ls, project)
-    candidates = ranked_candidates(store, version, limit=top_k, exclude=queued, ranking=ranking)
-    result = push(
-        ls, project, candidates, store=store, model_version=version, max_open=max_open, document_root=ls_settings.document_root
+    result = push_scored(
+        ls, project, store=store, model_version=version, limit=top_k, ranking=ranking, max_open=max_open,
+        document_root=ls_settings.document_root,
     )
+    candidates = result.candidates
     create_table_artifact(
-        [{"key": c.key, "priority": round(c.priority, 3), "predicted": c.predicted} for c in candidates[:20]],
+        [{"rank": c.rank, "key": c.key, "priority": round(c.priority, 4), "predicted": c.predicted} for c in candidates[:20]],
         key="top-candidates",
         description=f"the {min(20, len(candidates))} highest-priority frames of model version {version}",
     )

@@ -76,8 +76,11 @@ def isolated_settings(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
-    """``(url, token)`` of a real Label Studio server for the whole session (see tests/labelstudio_server.py)."""
+    """``(url, token)`` of a real Label Studio server for the whole session (see tests/labelstudio_server.py).
+    It serves local stores under pytest's base folder: a test pushing from one sets
+    ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT to ``tmp_path_factory.getbasetemp()``."""
     from labelstudio_server import label_studio_server
 
-    with label_studio_server(tmp_path_factory.mktemp("label-studio")) as server:
+    root = tmp_path_factory.getbasetemp().resolve()
+    with label_studio_server(tmp_path_factory.mktemp("label-studio"), local_files_root=root) as server:
         yield server

@@ -33,7 +33,7 @@ def prefect_server():
         yield
 
 
-def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypatch):
+def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_factory, monkeypatch):
     from attnloop.export import export_onnx
     from attnloop.training import TrainConfig, train
     from flows.annotate import annotate
@@ -44,6 +44,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_PROJECT", f"flows {tmp_path.name}")
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path_factory.getbasetemp()))  # the session server's root
     result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "model.onnx"))
     store = Settings.from_env().store()
@@ -67,7 +68,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, monkeypat
     assert harvest()["written"] is False  # nothing new
 
 
-def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, monkeypatch):
+def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, tmp_path_factory, monkeypatch):
     """A weak champion; frames whose truth the simulated annotator knows; the loop scores, pushes,
     annotates, harvests, fine-tunes, and the gate promotes the new version."""
     from attnloop import registry
@@ -80,6 +81,7 @@ def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, mo
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_PROJECT", f"loop {tmp_path.name}")
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0")
     # the weak champion answers "square" to everything (square 1.00, bar 0.00); the gate's class rule
     # would refuse any model that gives up a little of that, which is not what this test is about

@@ -30,7 +30,7 @@ from attnloop.labelstudio import (
     simulate_annotator,
 )
 from attnloop.labelstudio.harvest import meta_key
-from attnloop.labelstudio.push import local_files_urls
+from attnloop.labelstudio.push import NotServed, local_files_urls
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import NO_OBJECT, choices_result, rectangle_result
 from attnloop.proposals import attention_box
@@ -188,16 +188,18 @@ def test_push_500_tasks_in_bulk_with_predictions_and_never_twice(ls, store):
 # --- annotate and harvest --------------------------------------------------------------------
 
 
-def test_a_local_store_is_served_to_annotators_by_label_studio(ls, ls_server, tmp_path):
+def test_a_local_store_is_served_to_annotators_by_label_studio(ls, ls_server, tmp_path, tmp_path_factory):
     """A local store's frames reach a browser through Label Studio's local-files serving, not as file:// URLs."""
     local = open_store(str(tmp_path / "store"), create=True)
+    root = tmp_path_factory.getbasetemp()  # the session's server serves every store under pytest's base folder
     project = bootstrap(ls, title="push local", classes=CLASSES, template="box_correction_overlay")
     rows, _ = make_frames(local, "local", 12, seed=4, overlay_every=4)
-    assert push(ls, project, rows, store=local, model_version=MODEL).created == 12
+    assert push(ls, project, rows, store=local, model_version=MODEL, document_root=root).created == 12
     more, _ = make_frames(local, "local-more", 3, seed=5)
-    assert push(ls, project, more, store=local, model_version=MODEL).created == 3
+    assert push(ls, project, more, store=local, model_version=MODEL, document_root=root).created == 3
     storages = ls.import_storage.local.list(project=project.id)
-    assert [Path(s.path) for s in storages] == [local.root]  # created once, and nothing imported from it
+    # one per top folder of the store, created once, and nothing imported from them
+    assert sorted(Path(s.path) for s in storages) == [local.root / "frames", local.root / "overlays"]
     tasks = all_tasks(ls, project.id, fields="all")
     assert len(tasks) == 15
     for task in tasks:
@@ -212,7 +214,7 @@ def test_a_local_store_is_served_to_annotators_by_label_studio(ls, ls_server, tm
 
 def test_a_local_store_outside_label_studio_document_root_is_refused(tmp_path):
     local = open_store(str(tmp_path / "store"), create=True)
-    with pytest.raises(ValueError, match="outside Label Studio's document root"):
+    with pytest.raises(NotServed, match="outside Label Studio's document root"):
         local_files_urls(None, 1, local, document_root=tmp_path / "elsewhere")
 
 

@@ -50,3 +50,17 @@ def test_flat_map_proposes_nothing():
 def test_bad_input_says_what_was_expected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         attention_box(**kwargs)
+
+
+def test_a_region_covering_most_of_the_frame_gives_way_to_the_maps_top():
+    m = np.full((10, 10), 0.6, np.float32)  # attention nearly everywhere: over 0.5 · range on every cell but the corner
+    m[0, 0] = 0.0
+    m[6:8, 2:5] = 1.0
+    assert attention_box(m, (10, 10)) == (2.0, 6.0, 5.0, 8.0)  # the top region (threshold 0.75), not the whole frame
+    assert attention_box(m, (10, 10), max_share=1.0) == (0.0, 0.0, 10.0, 10.0)
+
+
+def test_attention_everywhere_proposes_nothing():
+    m = np.ones((6, 6), np.float32)
+    m[0, 0] = 0.0  # every cell but one at the top: even the top region is the whole frame
+    assert attention_box(m, (60, 60)) is None

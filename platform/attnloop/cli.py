@@ -59,7 +59,7 @@ def cmd_data_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.training import TrainConfig, data_hash, resolve_annotations, save_run, train
+    from attnloop.training import TrainConfig, data_hash, save_run, train
 
     config = TrainConfig(
         arch=args.arch,
@@ -79,10 +79,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         threads=args.threads or settings.threads,
         device=args.device,
     )
-    annotations = resolve_annotations(args.data, args.boxes)
-    result = train(args.data, config, annotations=annotations)
-    out = save_run(args.out, result, config, data=data_hash(args.data, args.boxes if args.boxes not in (None, "none", "manifest") else None))
-    (out / "data.json").write_text(json.dumps({"data": str(Path(args.data).resolve()), "boxes": args.boxes}) + "\n")
+    from attnloop.trainset import training_set
+
+    store = settings.store(args.store, create=False) if args.store else None
+    data, annotations = training_set(args.data, args.boxes, out=args.out / "trainset", store=store)  # a harvested set: its frames
+    result = train(data, config, annotations=annotations)
+    own_set = args.boxes if args.boxes not in (None, "none", "manifest") and data == args.data else None
+    out = save_run(args.out, result, config, data=data_hash(data, own_set))
+    (out / "data.json").write_text(json.dumps({"data": str(Path(data).resolve()), "boxes": args.boxes}) + "\n")
     for split, m in result.metrics["splits"].items():
         extra = "".join(
             f", {k} {m[k]:.3f}" for k in ("attention_in_box", "wrong_reason") if m.get(k) is not None
@@ -354,7 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--input-size", type=_size, default=None, help="N or HxW (default: image size, or 224 for ResNets)")
-    tr.add_argument("--boxes", default=None, help="human boxes: 'manifest' (every training image) or an annotation-set JSONL")
+    tr.add_argument(
+        "--boxes", default=None,
+        help="human boxes: 'manifest' (every training image), a JSONL naming the data's images, or a harvested set "
+        "(STORE/annotations/v000N.jsonl of a local store, or its key with --store): its frames join the data",
+    )
+    tr.add_argument("--store", default=None, help="the store a harvested --boxes key is read from (any store URI)")
     tr.add_argument("--guidance", choices=GUIDANCE, default="outside")
     tr.add_argument("--lambda", dest="guidance_weight", type=float, default=1.0, help="guidance loss weight")
     tr.add_argument(

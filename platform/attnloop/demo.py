@@ -252,8 +252,8 @@ def _end_left_behind_label_studio(workdir: Path) -> None:
 def _launch_label_studio(workdir: Path, steps: Steps):
     from attnloop.labelstudio.server import free_port, new_server
 
-    # the document root is the demo's folder: Label Studio serves files under it only where a project's storage covers them (the store)
-    server = new_server(workdir / "label-studio", port=free_port(8080), local_files_root=workdir)
+    # the document root is the store folder: a Label Studio user can read nothing else through local-files serving
+    server = new_server(workdir / "label-studio", port=free_port(8080), local_files_root=workdir / "store")
     server.launch()
     from attnloop.processes import start_time
 
@@ -264,7 +264,7 @@ def _launch_label_studio(workdir: Path, steps: Steps):
 
 
 @contextmanager
-def _demo_environment(home: Path, *, url: str, token: str, project: str, document_root: str | Path) -> Iterator[None]:
+def _demo_environment(home: Path, *, url: str, token: str, project: str, document_root: str | Path | None) -> Iterator[None]:
     """The settings the flows read (they read the environment), restored afterwards."""
     quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # a bar per checkpoint download is noise here
     names = (
@@ -277,7 +277,7 @@ def _demo_environment(home: Path, *, url: str, token: str, project: str, documen
             print(f"  (the demo runs on embedded defaults: {name} is ignored)")
     os.environ.update(
         ATTNLOOP_HOME=str(home), ATTNLOOP_LABEL_STUDIO_URL=url, ATTNLOOP_LABEL_STUDIO_TOKEN=token, ATTNLOOP_LABEL_STUDIO_PROJECT=project,
-        ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT=str(document_root), **{quiet: "false"},
+        **({"ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT": str(document_root)} if document_root else {}), **{quiet: "false"},
     )
     try:
         yield

@@ -47,23 +47,23 @@ def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_push(args: argparse.Namespace, settings) -> int:
-    from attnloop.labelstudio.push import PushInterrupted, existing_tasks, push, ranked_candidates
+    from attnloop import lease
+    from attnloop.labelstudio.push import PushInterrupted, latest_scored_version, push_scored
 
     store = settings.store(args.store)
     ls_settings, ls, title = _connect(args)
     project = _project(ls, ls_settings, title)
-    queued, _ = existing_tasks(ls, project)
-    candidates = ranked_candidates(store, args.model_version, limit=args.limit, exclude=queued, ranking=args.ranking)
+    version = args.model_version or latest_scored_version(store)
     try:
-        result = push(
-            ls, project, candidates, store=store, model_version=args.model_version, max_open=args.max_open,
+        result = push_scored(
+            ls, project, store=store, model_version=version, limit=args.limit, ranking=args.ranking, max_open=args.max_open,
             batch_size=args.batch_size, document_root=ls_settings.document_root,
         )
-    except PushInterrupted as err:
+    except (PushInterrupted, lease.Busy, lease.Lost) as err:
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 1
     print(
-        f"project {project.id}: {result.created} tasks created, {result.skipped_existing} already queued, "
+        f"project {project.id} (model version {version}): {result.created} tasks created, {result.skipped_existing} already queued, "
         f"{result.skipped_backpressure} held back (max open {args.max_open})"
     )
     return 0
@@ -115,9 +115,16 @@ def add_commands(subparsers) -> None:
     bs.set_defaults(func=cmd_bootstrap)
 
     ps = ls.add_parser("push", help="send the highest-priority scored frames as tasks with pre-annotations (each key once)")
-    ps.add_argument("--model-version", required=True, help="the scores to read and the version recorded on predictions")
+    ps.add_argument(
+        "--model-version", default=None,
+        help="the scores to read and the version recorded on predictions (default: the version of the store's newest scores, "
+        "as `attnloop score` recorded it)",
+    )
     ps.add_argument("--store", default=None, help=store_help)
-    ps.add_argument("--limit", type=int, default=None, help="at most this many new tasks (frames already queued are left out)")
+    ps.add_argument(
+        "--limit", type=int, default=None,
+        help="create at most this many NEW tasks in this push (frames already queued neither count nor come again; default: all)",
+    )
     ps.add_argument(
         "--ranking", choices=("priority", "hybrid"), default="priority",
         help="priority: by margin (few corrections); hybrid: a diverse batch of --limit frames (50 and more)",

@@ -21,12 +21,13 @@ PRIORITY_VIEW = "by priority"
 class LabelStudioSettings:
     """Where Label Studio is: ``ATTNLOOP_LABEL_STUDIO_URL``, ``_TOKEN`` (a legacy API token),
     ``_PROJECT`` (the project title) and ``_DOCUMENT_ROOT`` (the server's
-    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``, default ``/``: where it serves a local store from)."""
+    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: where it serves a local store from; unset: the
+    store folder itself, the root a Label Studio started by attnloop gets)."""
 
     url: str | None
     token: str | None
     project: str = DEFAULT_TITLE
-    document_root: str = "/"
+    document_root: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "LabelStudioSettings":
@@ -35,7 +36,7 @@ class LabelStudioSettings:
             url=(env.get("ATTNLOOP_LABEL_STUDIO_URL") or "").rstrip("/") or None,
             token=env.get("ATTNLOOP_LABEL_STUDIO_TOKEN") or None,
             project=env.get("ATTNLOOP_LABEL_STUDIO_PROJECT") or DEFAULT_TITLE,
-            document_root=env.get("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT") or "/",
+            document_root=env.get("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT") or None,
         )
 
     def client(self):

@@ -7,22 +7,32 @@ model version. Its prediction holds the predicted class and the attention box pr
 
 Before creating anything, push lists every task of the project (all pages) and leaves out
 keys that already have one; tasks go in batches, so a Label Studio that stops mid-push costs
-at most the batch in flight, and a re-run creates exactly what is missing.
+at most the batch in flight, and a re-run creates exactly what is missing. The listing and the
+creation run under the store's lease ``push-<project id>`` (attnloop.lease), so two pushes at
+once, from the command line, a flow or both, still create one task per key.
+
+Every task also carries ``rank`` (1: correct first) and ``percentile`` (100: the highest
+priority) among the model version's scored frames: raw priorities of the top frames all read
+0.999 or 1.000, a rank reads and sorts at a glance.
 
 Image URLs: an S3 store's objects are presigned (7 days). A local store's files are served by
 Label Studio itself, as ``/data/local-files/?d=<path under its document root>``, which needs a
-server on the same machine with local-files serving on and a local-files storage of the project
-covering the store: push creates that storage once (it imports nothing).
+server on the same machine with local-files serving on, its document root at (or above) the
+store folder, and a local-files storage of the project covering the files: push creates one per
+top folder of the store (``frames/``, ``overlays/``), once; they import nothing. Before creating a
+task, push fetches the first image the way an annotator's browser will, and stops with the
+setting to fix when Label Studio does not serve it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 import numpy as np
@@ -34,6 +44,7 @@ from attnloop.storage import LocalStore, Store
 log = logging.getLogger(__name__)
 
 URL_LIFETIME = timedelta(days=7)  # the longest an S3 presigned URL may live
+LEASE_TTL, LEASE_WAIT = 60.0, 120.0  # seconds: the project lease's lifetime, and how long a push waits for another
 SIGNALS = ("least_confidence", "margin", "entropy", "background_attention", "branch_disagreement")
 
 
@@ -50,6 +61,9 @@ class Candidate:
     confidence: float | None = None
     attention: np.ndarray | None = None  # h×w map in [0, 1]; None: no box proposal
     signals: dict[str, float] = field(default_factory=dict)
+    rank: int | None = None  # 1: the highest priority among the model version's scored frames
+    percentile: float | None = None  # share of those frames with a lower priority, in percent
+    ranked: int | None = None  # how many frames the rank is among
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, priority: float | None = None) -> "Candidate":
@@ -85,6 +99,11 @@ class PushResult:
     created: int
     skipped_existing: int  # the key already has a task (or came twice in this push)
     skipped_backpressure: int  # left out because max_open open tasks were reached
+    candidates: tuple[Candidate, ...] = ()  # what was offered, best first (push_scored)
+
+
+class NotServed(ValueError):
+    """Label Studio does not serve the images of a push to an annotator's browser; nothing was created."""
 
 
 class PushInterrupted(RuntimeError):
@@ -117,11 +136,40 @@ def ranked_candidates(
     if table is None:
         raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
     excluded = set(exclude)
-    rows = [row for row in table.to_pylist() if row["key"] not in excluded]
+    every = table.to_pylist()
+    ranked = with_ranks([Candidate.from_row(row) for row in every])
+    rows = [row for row, c in zip(every, ranked) if c.key not in excluded]
+    fresh = [c for c in ranked if c.key not in excluded]
     if ranking == "hybrid":
-        return [Candidate.from_row(rows[i]) for i in _hybrid_batch(store, rows, limit)]
-    candidates = sorted((Candidate.from_row(row) for row in rows), key=lambda c: -c.priority)
+        return [fresh[i] for i in _hybrid_batch(store, rows, limit)]
+    candidates = sorted(fresh, key=lambda c: -c.priority)
     return candidates[:limit] if limit is not None else candidates
+
+
+def with_ranks(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates (same order) with ``rank`` and ``percentile`` by priority among them; equal
+    priorities keep their order."""
+    from dataclasses import replace
+
+    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].priority)
+    out = list(candidates)
+    last = len(candidates) - 1
+    for position, i in enumerate(order):
+        percentile = round(100.0 * (last - position) / last, 2) if last else 100.0
+        out[i] = replace(candidates[i], rank=position + 1, percentile=percentile, ranked=len(candidates))
+    return out
+
+
+def latest_scored_version(store: Store) -> str:
+    """The model version of the newest scored row in the store: what ``attnloop score`` recorded,
+    so a push needs no version spelled out."""
+    from attnloop.scoring import read_scores
+
+    table = read_scores(store, columns=["model_version", "scored_at"])
+    if table is None or table.num_rows == 0:
+        raise LookupError(f"no scores in {store.uri}; run `attnloop score` first")
+    rows = table.to_pylist()
+    return str(max(rows, key=lambda r: str(r["scored_at"]))["model_version"])
 
 
 def _hybrid_batch(store: Store, rows: list[dict], limit: int | None) -> list[int]:
@@ -189,15 +237,19 @@ def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, m
         "predicted": c.predicted,
         "confidence": _round(c.confidence),
         "priority": _round(c.priority),
+        "rank": c.rank,
+        "percentile": c.percentile,
         **{name: _round(value) for name, value in c.signals.items()},
         "summary": " · ".join(
             part
             for part in (
-                f"priority {c.priority:.3f}",
+                f"rank {c.rank} of {c.ranked} (percentile {c.percentile:g})" if c.rank is not None else "",
+                f"priority {c.priority:.4g}",
                 f"predicted {c.predicted}" + (f" ({c.confidence:.0%})" if c.confidence is not None else ""),
                 f"model {model_version}",
                 c.key,
             )
+            if part
         ),
     }
     result = [choices_result([c.predicted])]
@@ -217,16 +269,92 @@ def push(
     max_open: int | None = None,
     batch_size: int = 100,
     image_url: Callable[[str], str] | None = None,
-    document_root: str | Path = "/",
+    document_root: str | Path | None = None,
+    lease_wait: float = LEASE_WAIT,
 ) -> PushResult:
     """Create a task with pre-annotations for every candidate whose key has none yet, highest
     priority first, keeping at most ``max_open`` tasks open (backpressure).
 
     ``image_url(key)`` makes the URL an annotator's browser loads; the default presigns an S3
     object for 7 days and, for a local store, is :func:`local_files_urls` under Label Studio's
-    ``document_root`` (its ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``). Raises :class:`PushInterrupted` (how many were created; re-running is
-    safe) when Label Studio stops answering part-way.
+    ``document_root`` (its ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``; default: the store folder).
+    Candidates without a rank are ranked among themselves. Raises :class:`NotServed` (nothing
+    created) when Label Studio does not serve the first image, :class:`PushInterrupted` (how many
+    were created; re-running is safe) when it stops answering part-way, ``attnloop.lease.Busy``
+    when another push into the project holds the lease for longer than ``lease_wait`` seconds, and
+    ``attnloop.lease.Lost`` when this push stalled so long that another took the lease over.
     """
+    given = [item if isinstance(item, Candidate) else Candidate.from_row(item) for item in candidates]
+    if any(c.rank is None for c in given):
+        given = with_ranks(given)
+    pid = project_id(project)
+    with _project_lease(store, pid, wait=lease_wait) as held:
+        existing, open_count = existing_tasks(ls, pid)
+        return _create(
+            ls, pid, given, existing, open_count, store=store, model_version=model_version, max_open=max_open,
+            batch_size=batch_size, image_url=image_url, document_root=document_root, check=held.check,
+        )
+
+
+def push_scored(
+    ls,
+    project: Any,
+    *,
+    store: Store,
+    model_version: str,
+    limit: int | None = None,
+    ranking: str = "priority",
+    max_open: int | None = None,
+    batch_size: int = 100,
+    document_root: str | Path | None = None,
+    lease_wait: float = LEASE_WAIT,
+) -> PushResult:
+    """Push the model version's best scored frames not queued yet: at most ``limit`` new tasks,
+    chosen by ``ranking`` (:func:`ranked_candidates`). Listing, ranking and creating hold the
+    project's lease, so two pushes at once never choose the same frames. ``skipped_existing``
+    counts the scored frames that already have a task."""
+    from attnloop.scoring import read_scores
+
+    pid = project_id(project)
+    with _project_lease(store, pid, wait=lease_wait) as held:
+        existing, open_count = existing_tasks(ls, pid)
+        candidates = ranked_candidates(store, model_version, limit=limit, exclude=existing, ranking=ranking)
+        scored = read_scores(store, model_version=model_version, columns=["key"])
+        queued = len(set(scored["key"].to_pylist()) & existing) if scored is not None else 0
+        result = _create(
+            ls, pid, candidates, existing, open_count, store=store, model_version=model_version, max_open=max_open,
+            batch_size=batch_size, image_url=None, document_root=document_root, check=held.check,
+        )
+    return PushResult(result.created, queued + result.skipped_existing, result.skipped_backpressure, tuple(candidates))
+
+
+@contextmanager
+def _project_lease(store: Store, project: int, *, wait: float) -> Iterator[Any]:
+    """The store's lease on pushes into one project: two pushes at once would both list the
+    project before either created a task, and create every task twice."""
+    from attnloop import lease
+
+    with lease.hold(store, f"push-{project}", ttl=LEASE_TTL, wait=wait) as held:
+        yield held
+
+
+def _create(
+    ls,
+    pid: int,
+    candidates: list[Candidate],
+    existing: set[str],
+    open_count: int,
+    *,
+    store: Store,
+    model_version: str,
+    max_open: int | None,
+    batch_size: int,
+    image_url: Callable[[str], str] | None,
+    document_root: str | Path | None,
+    check: Callable[[], None],
+) -> PushResult:
+    """The tasks of the candidates whose key is not in ``existing``. The caller holds the lease;
+    ``check`` raises before a batch if the lease was lost (another push took it over)."""
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
@@ -238,11 +366,9 @@ def push(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if max_open is not None and max_open < 0:
         raise ValueError(f"max_open must be zero or more, got {max_open}")
-    pid = project_id(project)
-    existing, open_count = existing_tasks(ls, pid)
+    existing = set(existing)
     fresh, skipped_existing = [], 0
-    for item in candidates:
-        candidate = item if isinstance(item, Candidate) else Candidate.from_row(item)
+    for candidate in candidates:
         if candidate.key in existing:
             skipped_existing += 1
             continue
@@ -257,12 +383,21 @@ def push(
         return PushResult(0, skipped_existing, skipped_backpressure)
 
     overlays = {info.key for info in store.list(f"{OVERLAYS}{safe_version(model_version)}/")}
-    if image_url is not None:
-        url = image_url
-    elif isinstance(store, LocalStore):
-        url = local_files_urls(ls, pid, store, document_root)
-    else:
-        url = presigner(store)
+    try:
+        if image_url is not None:
+            url = image_url
+        elif isinstance(store, LocalStore):
+            url = local_files_urls(ls, pid, store, document_root)
+            check_served(ls, store, todo[0].key, url(todo[0].key), document_root=document_root)
+        else:
+            url = presigner(store)
+    except service_errors as err:
+        raise PushInterrupted(
+            f"push to Label Studio project {pid} stopped before any of {len(todo)} new tasks was created: {_describe(err)}. "
+            "Re-running the push is safe.",
+            created=0,
+            remaining=len(todo),
+        ) from err
     created = 0
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
@@ -270,6 +405,7 @@ def push(
         for c in batch:
             overlay = overlay_key(model_version, c.key)
             tasks.append(task_for(c, image_url=url(c.key), overlay_url=url(overlay) if overlay in overlays else None, model_version=model_version))
+        check()
         try:
             response = ls.projects.import_tasks(id=pid, request=tasks, return_task_ids=True)
         except service_errors as err:
@@ -284,38 +420,74 @@ def push(
     return PushResult(created, skipped_existing, skipped_backpressure)
 
 
-def local_files_urls(ls, project: int, store: LocalStore, document_root: str | Path = "/") -> Callable[[str], str]:
+def local_files_urls(ls, project: int, store: LocalStore, document_root: str | Path | None = None) -> Callable[[str], str]:
     """``key → /data/local-files/?d=…``: the URLs Label Studio serves a local store's files under.
 
-    Makes sure the project has a local-files storage whose path is the store's folder (Label
-    Studio serves a file only to users of a project with such a storage); it is created once and
-    never synced, so it imports nothing. The store must lie under ``document_root``.
+    Label Studio serves a file only to users of a project with a local-files storage covering it,
+    and refuses a storage at its document root itself; so the project gets one storage per top
+    folder of the store that a URL names (``frames/``, ``overlays/``), created on first use and never
+    synced, so it imports nothing. The store must lie at or under ``document_root`` (default: the
+    store folder, the root Label Studio gets when attnloop starts it).
     """
-    root, document_root = store.root, Path(document_root).resolve()
+    root = store.root
+    document_root = Path(document_root).resolve() if document_root else root
     try:
         under = root.relative_to(document_root)
     except ValueError:
-        raise ValueError(
-            f"the local store {root} is outside Label Studio's document root {document_root}, so it cannot show its images: "
-            "start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at or above the store and set "
-            "ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT to the same folder, or use an S3 store"
+        raise NotServed(
+            f"the local store {root} is outside Label Studio's document root {document_root} (ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT), "
+            "so it cannot show its images; no task was created: start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT "
+            "at the store folder (or above it) and set ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT to the same folder, or use an S3 store"
         ) from None
     from label_studio_sdk.core.api_error import ApiError
 
-    try:
-        if not any(Path(storage.path or "").resolve() == root for storage in ls.import_storage.local.list(project=project)):
-            ls.import_storage.local.create(project=project, path=str(root), title="attnloop store", use_blob_urls=False)
-    except ApiError as err:
-        log.warning(
-            "Label Studio refused a local-files storage for %s (%s): tasks get file:// URLs, which a browser will not load; "
-            "start Label Studio with LOCAL_FILES_SERVING_ENABLED=true, or use an S3 store", root, _describe(err),
-        )
-        return presigner(store)
+    covered = [Path(s.path).resolve() for s in ls.import_storage.local.list(project=project) if s.path]
+
+    def ensure(folder: Path) -> None:
+        if any(folder == c or c in folder.parents for c in covered):
+            return
+        top = root / folder.relative_to(root).parts[0] if folder != root else root
+        try:
+            ls.import_storage.local.create(project=project, path=str(top), title=f"attnloop {top.name}", use_blob_urls=False)
+        except ApiError as err:
+            raise NotServed(
+                f"Label Studio refused a local-files storage for {top} ({_describe(err)}), so it cannot show the store's images; "
+                f"no task was created: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and "
+                f"LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT={document_root}, or use an S3 store"
+            ) from err
+        covered.append(top)
 
     def url(key: str) -> str:
+        ensure((root / key).parent)
         return "/data/local-files/?d=" + quote((under / key).as_posix())
 
     return url
+
+
+def check_served(ls, store: Store, key: str, url: str, *, document_root: str | Path | None) -> None:
+    """Fetch ``url`` from Label Studio with the client's credentials, as an annotator's browser
+    will, and raise :class:`NotServed` (with the setting to fix) unless it answers ``key``'s bytes."""
+    import httpx
+
+    wrapper = ls._client_wrapper  # the SDK's base URL and auth headers (legacy token or access token)
+    base = str(wrapper.get_base_url()).rstrip("/")
+    answer = httpx.get(base + url, headers=wrapper.get_headers(), timeout=30.0)
+    if answer.status_code == 200 and answer.content == store.get(key):
+        return
+    assumed = f"{Path(document_root).resolve()} (ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT)" if document_root else (
+        f"the store folder {getattr(store, 'root', '')} (ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT is unset)"
+    )
+    what = "a different file" if answer.status_code == 200 else f"{answer.status_code}"
+    hint = (
+        "local-files serving is off there: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true"
+        if answer.status_code == 403
+        else "set ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT to the LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT that Label Studio runs with "
+        "(best: start it with that root at the store folder)"
+    )
+    raise NotServed(
+        f"Label Studio at {base} answered {what} for {url}, the image of {key}, so annotators would see an error box; "
+        f"no task was created. attnloop took its document root to be {assumed}: {hint}, or use an S3 store"
+    )
 
 
 def presigner(store: Store) -> Callable[[str], str]:

@@ -8,6 +8,11 @@ once, so a restart on the same folder keeps working with the same token). It ans
 ``GET /health`` after about 40 s, longer on busy cores; a server that does not start raises with
 the tail of its log.
 
+Local-files serving (``/data/local-files/``) is on only for a server given ``local_files_root``,
+a local store's folder, and that folder is its document root: any logged-in user may add a
+local-files storage anywhere under the root and read what lies there, so a root of ``/`` (Label
+Studio's own default) would hand out the host's files. Without a root (an S3 store) it is off.
+
 The tests, ``attnloop demo`` and scripts that start the local stack share this module;
 ``python -m attnloop.labelstudio.server FOLDER`` runs one in the foreground until Ctrl-C.
 """
@@ -64,7 +69,7 @@ class LabelStudioServer:
     token: str
     user: str = DEFAULT_USER
     password: str = ""
-    local_files_root: Path | None = None  # a folder Label Studio may serve at /data/local-files/?d=<relative path>
+    local_files_root: Path | None = None  # the local store Label Studio serves at /data/local-files/?d=<key>; None: serving off
     process: subprocess.Popen | None = None
 
     @property
@@ -100,14 +105,19 @@ class LabelStudioServer:
             "LABEL_STUDIO_USER_TOKEN": self.token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "LABEL_STUDIO_BASE_DATA_DIR": str(self.data),
-            "LOCAL_FILES_SERVING_ENABLED": "true",
             "DJANGO_DB": "sqlite",
             "COLLECT_ANALYTICS": "false",
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
         }
+        for setting in ("LOCAL_FILES_SERVING_ENABLED", "LOCAL_FILES_DOCUMENT_ROOT"):  # Label Studio reads all three spellings
+            for prefix in ("LABEL_STUDIO_", "HEARTEX_", ""):
+                env.pop(prefix + setting, None)
         if self.local_files_root is not None:
+            env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
             env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(Path(self.local_files_root).resolve())
+        else:  # set, so Label Studio's Community edition does not switch it on for a folder it finds
+            env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "false"
         for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"):  # attnloop's environment must not leak in
             env.pop(name, None)
         return env
@@ -207,9 +217,12 @@ def new_server(workdir: str | Path, *, port: int | None = None, local_files_root
 
 
 @contextmanager
-def label_studio_server(workdir: str | Path, *, env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+def label_studio_server(
+    workdir: str | Path, *, env: dict[str, str] | None = None, local_files_root: str | Path | None = None
+) -> Iterator[tuple[str, str]]:
     """Yield ``(url, token)`` of a Label Studio server: the one named by ``ATTNLOOP_LABEL_STUDIO_URL``
-    and ``ATTNLOOP_LABEL_STUDIO_TOKEN``, else a fresh one started here and stopped on exit."""
+    and ``ATTNLOOP_LABEL_STUDIO_TOKEN``, else a fresh one started here (serving ``local_files_root``,
+    if given) and stopped on exit."""
     env = os.environ if env is None else env
     url, token = env.get("ATTNLOOP_LABEL_STUDIO_URL"), env.get("ATTNLOOP_LABEL_STUDIO_TOKEN")
     if url:
@@ -217,7 +230,7 @@ def label_studio_server(workdir: str | Path, *, env: dict[str, str] | None = Non
             raise RuntimeError("ATTNLOOP_LABEL_STUDIO_URL is set but ATTNLOOP_LABEL_STUDIO_TOKEN is not; set both or neither")
         yield url.rstrip("/"), token
         return
-    server = new_server(workdir)
+    server = new_server(workdir, local_files_root=local_files_root)
     server.start()
     try:
         yield server.url, server.token
@@ -229,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m attnloop.labelstudio.server", description="Run a local Label Studio until Ctrl-C.")
     parser.add_argument("workdir", type=Path, help="its folder: data, log, credentials (kept between runs)")
     parser.add_argument("--port", type=int, default=8080, help="default 8080, or a free port if 8080 is taken")
-    parser.add_argument("--local-files", type=Path, default=None, help="a folder it may serve to annotators (a local store)")
+    parser.add_argument(
+        "--local-files", type=Path, default=None,
+        help="the local store it serves to annotators (its document root; without it, local-files serving is off)",
+    )
     args = parser.parse_args(argv)
     server = new_server(args.workdir, port=free_port(args.port), local_files_root=args.local_files)
     print(f"starting Label Studio at {server.url} (log: {server.log}) ...", flush=True)
