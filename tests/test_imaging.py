@@ -131,6 +131,8 @@ def test_limits_follow_the_model_input_above_a_floor():
     wide = Limits.for_card(card(size=(1024, 1024)))
     assert wide.max_pixels == 64 * 1024 * 1024 and wide.max_decoded_bytes == 6 * wide.max_pixels
     assert Limits.for_card(card(), max_pages=4).max_pages == 4
+    stacks = Limits.for_card(card(channels=8))  # eight 16-bit pages of 4096² per frame
+    assert stacks.max_pixels == floor.max_pixels and stacks.max_decoded_bytes == 4096 * 4096 * 2 * 8
     with pytest.raises(ValueError, match="must be positive"):
         Limits(max_pixels=0)
 

@@ -80,9 +80,13 @@ class Limits:
     @classmethod
     def for_card(cls, card: "ModelCard", *, factor: int = PIXELS_PER_INPUT_PIXEL, **overrides: int) -> "Limits":
         """Limits for frames fed to ``card``'s model: pages up to ``factor`` × its input pixels,
-        and never below the 4096² floor that real camera and microscope frames need."""
+        never below the 4096² floor that real camera and microscope frames need, and as many
+        decoded bytes as that many pixels take in 16-bit samples, one per model channel (at
+        least three: a gray model may be fed RGB frames)."""
         height, width = card.input_size
-        return cls(max_pixels=max(MIN_PIXELS, factor * height * width), **overrides)
+        pixels = overrides.pop("max_pixels", max(MIN_PIXELS, factor * height * width))
+        overrides.setdefault("max_decoded_bytes", pixels * 2 * max(3, card.channels))
+        return cls(max_pixels=pixels, **overrides)
 
 
 # --- headers ------------------------------------------------------------------------------------
@@ -403,7 +407,8 @@ def _check_header(header: Header, limits: Limits, name: str) -> None:
             where = f" page {number} of {len(pages)}" if len(pages) > 1 else ""
             raise ImageError(
                 "too_large",
-                f"{name}{where} claims {page.describe()}; the limit is {limits.max_pixels} pixels per page",
+                f"{name}{where} claims {page.describe()} ({page.decoded_bytes / 2**20:.1f} MiB decoded); "
+                f"the limit is {limits.max_pixels} pixels per page",
             )
     if header.decoded_bytes > limits.max_decoded_bytes:
         raise ImageError(
