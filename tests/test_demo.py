@@ -43,6 +43,7 @@ def test_the_demo_runs_one_turn_and_changes_the_champion(label_studio, prefect_s
     config = DemoConfig(size=12, frames=8, top_k=4, initial_epochs=1, retrain_epochs=1)
     result, out = demo_output(tmp_path / "demo", config)
 
+    assert "Traceback" not in out and "database is locked" not in out, out[-3000:]
     assert "[6/6]" in out and "champion" in out and "before (trained without boxes)" in out and "after (one turn of the loop)" in out
     assert "where to look" in out and "mlflow ui --backend-store-uri sqlite:///" in out and "prefect server start" in out
     loop = result["loop"]

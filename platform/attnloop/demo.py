@@ -39,6 +39,17 @@ ANNOTATORS = ("simulated", "human")
 LOCAL_PROJECT = "attnloop demo"
 SERVICE_ENV = ("ATTNLOOP_STORE", "MLFLOW_TRACKING_URI")  # the demo runs on embedded defaults
 POLL_SECONDS = 5.0  # how often the demo asks Label Studio whether people are done
+# Prefect's ephemeral server (no PREFECT_API_URL) on a new SQLite file: its telemetry writes a
+# session row while the flows' first writes hold the lock, and prints a `database is locked`
+# traceback (the retry would not help: the transaction read first); offline, it logs an ERROR
+# instead. Off, as are automations' triggers, which the demo has none of and which hit the same
+# lock while the demo waits for people. A new database's migrations outlast the 20 s start-up wait
+# on a slow or busy machine.
+EPHEMERAL_PREFECT = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
 
 
 @dataclass(frozen=True)
@@ -280,13 +291,29 @@ def _demo_environment(home: Path, *, url: str, token: str, project: str, documen
         **({"ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT": str(document_root)} if document_root else {}), **{quiet: "false"},
     )
     try:
-        yield
+        with _ephemeral_prefect():
+            yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def _ephemeral_prefect() -> Iterator[None]:
+    """:data:`EPHEMERAL_PREFECT` for Prefect in this process (it reads its settings once, on import,
+    and hands them to the ephemeral server it starts); not where a Prefect server is configured (its
+    settings are its operator's), nor for a setting the caller's environment gives."""
+    import prefect.settings
+
+    if prefect.settings.get_current_settings().api.url:
+        yield
+        return
+    updates = {getattr(prefect.settings, name): value for name, value in EPHEMERAL_PREFECT.items() if name not in os.environ}
+    with prefect.settings.temporary_settings(updates=updates):
+        yield
 
 
 @contextmanager

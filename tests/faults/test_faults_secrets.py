@@ -10,6 +10,7 @@ import re
 import secrets
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -160,3 +161,79 @@ def test_the_stack_starts_on_real_secrets():
     out = check(good_values())
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
+
+
+# --- the demo's first run on a fresh machine is clean --------------------------------------------
+
+FIRST_RUN = '''
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+
+from attnloop.demo import _demo_environment
+
+
+@task
+def step(i: int) -> int:
+    print(f"step {i}")
+    return i
+
+
+@flow(log_prints=True)
+def inner() -> list[int]:
+    return [step(i) for i in range(3)]
+
+
+@flow(name="loop", log_prints=True)
+def outer() -> int:
+    return sum(inner()) + step(10)
+
+
+home = Path(sys.argv[1])
+with _demo_environment(home, url="http://127.0.0.1:9", token="t" * 40, project="p", document_root=str(home / "store")):
+    print("result", outer())
+'''
+
+
+@pytest.mark.services
+def test_the_demos_first_flow_run_on_a_fresh_machine_prints_no_traceback(tmp_path):
+    """A flow in the demo's environment on Prefect's ephemeral server, with a fresh Prefect database
+    (a new HOME): no traceback, no ``database is locked`` (Prefect's telemetry racing the first
+    writes on a new SQLite file), no ERROR line (telemetry that cannot reach the internet), and the
+    fresh database's migrations fit in the server's start-up wait."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "ATTNLOOP_", "MLFLOW_"))}
+    env["HOME"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_RUN, str(tmp_path / "demo")], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    printed = out.stdout + out.stderr
+    assert out.returncode == 0 and "result 13" in out.stdout, printed[-3000:]
+    assert (tmp_path / "home" / ".prefect").is_dir(), "the run used the fresh Prefect home"
+    for bad in ("Traceback", "database is locked", "| ERROR"):
+        assert bad not in printed, f"{bad!r} in the first run's output:\n{printed[-3000:]}"
+
+
+def test_the_demo_sets_prefect_only_for_the_ephemeral_server_it_starts(tmp_path, monkeypatch):
+    """A configured Prefect server keeps its settings; a setting the caller gives wins; all is restored after."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from attnloop.demo import _demo_environment
+
+    def inside(**env) -> tuple[bool, bool, int]:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with _demo_environment(tmp_path, url="http://127.0.0.1:9", token="t" * 40, project="p", document_root=str(tmp_path)):
+            server = get_current_settings().server
+            return server.analytics_enabled, server.services.triggers.enabled, server.ephemeral.startup_timeout_seconds
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        before = get_current_settings().server.model_dump()
+        assert inside() == (False, False, 120)
+        assert get_current_settings().server.model_dump() == before
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        server = get_current_settings().server
+        assert inside() == (server.analytics_enabled, server.services.triggers.enabled, server.ephemeral.startup_timeout_seconds)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert inside(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="300")[2] == 300  # the caller's
