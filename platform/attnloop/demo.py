@@ -243,6 +243,7 @@ def _fresh_workdir(workdir: Path) -> Path:
         _end_left_behind_label_studio(workdir)
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o700)  # Label Studio's database below keeps the API token in plain text
     (workdir / MARKER).write_text("made by `attnloop demo`, which replaces this folder on its next run\n")
     return workdir
 

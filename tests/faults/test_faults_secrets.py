@@ -51,21 +51,39 @@ class umask:
 
 
 @pytest.mark.services
-def test_a_started_stack_writes_its_state_and_env_file_for_the_owner_alone(tmp_path):
-    """``stack.json`` and ``env.sh`` hold the S3 secret: 0600 after ``start``, also where an older
-    stack left them 0644 and the umask is the usual 022."""
-    for name in (STATE, "env.sh"):
-        (tmp_path / name).write_text("{}\n" if name == STATE else "# an older stack's\n")
-        (tmp_path / name).chmod(0o644)
-    (tmp_path / STATE).write_text('{"workdir": "%s", "s3_key": "k", "s3_secret": "s", "processes": {}}\n' % tmp_path)
+def test_a_started_stack_keeps_its_secrets_to_its_owner(tmp_path):
+    """``stack.json`` and ``env.sh`` hold the S3 secret and the Label Studio token: 0600 after ``start``
+    with the usual umask 022, in a folder only the owner can enter."""
     with umask(0o022):
-        stack = start(tmp_path, services=("s3",), progress=False)
+        stack = start(tmp_path / "stack", services=("s3",), progress=False)
     try:
-        assert stack.s3_secret in (tmp_path / STATE).read_text() and stack.s3_secret in (tmp_path / "env.sh").read_text()
-        assert (mode(tmp_path / STATE), mode(tmp_path / "env.sh")) == (0o600, 0o600)
-        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
+        folder = tmp_path / "stack"
+        assert stack.s3_secret in (folder / STATE).read_text() and stack.s3_secret in (folder / "env.sh").read_text()
+        assert (mode(folder / STATE), mode(folder / "env.sh"), mode(folder)) == (0o600, 0o600, 0o700)
+        assert not [p.name for p in folder.iterdir() if p.name.startswith(".")], "no temporary file is left behind"
     finally:
-        stop(tmp_path, progress=False)
+        stop(tmp_path / "stack", progress=False)
+
+
+def test_an_older_stacks_world_readable_files_are_made_private_when_rewritten(tmp_path):
+    for name in (STATE, "env.sh"):
+        (tmp_path / name).write_text("# an older stack's\n")
+        (tmp_path / name).chmod(0o644)
+    with umask(0o022):
+        Stack(tmp_path, s3_key="attnloop-local", s3_secret=secrets.token_hex(16)).save()
+    assert (mode(tmp_path / STATE), mode(tmp_path / "env.sh")) == (0o600, 0o600)
+
+
+def test_label_studios_data_and_the_demos_folder_are_the_owners_alone(tmp_path):
+    """Label Studio keeps its API token in plain text in its SQLite file (and the login in
+    ``credentials.json``): the folder it lives in is 0700, as is the demo's folder around it."""
+    from attnloop import demo
+    from attnloop.labelstudio.server import CREDENTIALS, new_server
+
+    with umask(0o022):
+        workdir = demo._fresh_workdir(tmp_path / "demo")
+        server = new_server(workdir / "label-studio")
+    assert (mode(workdir), mode(server.workdir), mode(server.workdir / CREDENTIALS)) == (0o700, 0o700, 0o600)
 
 
 def test_the_secret_files_are_never_readable_by_others_even_for_a_moment(tmp_path):

@@ -200,7 +200,7 @@ def credentials(workdir: Path) -> dict[str, str]:
     if path.exists():
         return json.loads(path.read_text())
     found = {"user": DEFAULT_USER, "password": secrets.token_urlsafe(12), "token": secrets.token_hex(20)}
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its database keeps the API token in plain text
     path.touch(mode=0o600)
     path.write_text(json.dumps(found, indent=2) + "\n")
     return found
