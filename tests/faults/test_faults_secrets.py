@@ -92,10 +92,11 @@ def test_the_secret_files_are_never_readable_by_others_even_for_a_moment(tmp_pat
     stack = Stack(tmp_path, s3_key="attnloop-local", s3_secret=secrets.token_hex(16))
     stack.label_studio = {"url": "http://127.0.0.1:1", "token": secrets.token_hex(20), "user": "u", "password": "p"}
     seen: list[tuple[str, int]] = []
-    done = threading.Event()
+    started, done = threading.Event(), threading.Event()
 
     def watch() -> None:
         while not done.is_set():
+            started.set()
             for entry in os.scandir(tmp_path):
                 try:
                     bits = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
@@ -107,8 +108,9 @@ def test_the_secret_files_are_never_readable_by_others_even_for_a_moment(tmp_pat
     watcher = threading.Thread(target=watch)
     with umask(0):
         watcher.start()
+        started.wait(timeout=10)
         try:
-            for _ in range(300):
+            for _ in range(100):
                 stack.save()
         finally:
             done.set()
