@@ -209,12 +209,24 @@ def cmd_bench_merge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
+    """The registry commands; a registry that fails ends them with one line naming it, exit code 2."""
+    from attnloop import registry
+
+    if not getattr(args, "verbose", False):  # MLflow's retries log one warning each; the error line says it all
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    try:
+        return _registry_command(args, settings, registry.connect(settings.registry_uri))
+    except registry.RegistryError as err:
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _registry_command(args: argparse.Namespace, settings: Settings, client) -> int:
     import dataclasses
     import getpass
 
     from attnloop import registry
 
-    client = registry.connect(settings.registry_uri)
     name = getattr(args, "name", None) or settings.model_name
     if args.registry_command == "register":
         from attnloop.holdout import load_holdout
@@ -240,11 +252,13 @@ def cmd_registry(args: argparse.Namespace, settings: Settings) -> int:
         current, previous = registry.rollback(client, name)
         print(f"{name}: champion moved back from version {current} to version {previous}")
     else:  # show
-        versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+        with registry.guarded(client, doing=f"listing the versions of {name}", unchanged="nothing was changed (show only reads)"):
+            versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+            by_alias = client.get_registered_model(name).aliases if versions else {}
         if not versions:
             print(f"{name}: no versions at {settings.registry_uri}")
         aliases_of: dict[str, list[str]] = {}
-        for alias, version in (client.get_registered_model(name).aliases if versions else {}).items():
+        for alias, version in by_alias.items():
             aliases_of.setdefault(str(version), []).append(alias)
         for v in versions:
             tags = {k[len(registry.TAG) :]: t for k, t in v.tags.items() if k.startswith(registry.TAG)}

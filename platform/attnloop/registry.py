@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from attnloop.gate import AWAIT, PROMOTE, Decision, Policy, decide, report
 from attnloop.holdout import Holdout, score
@@ -31,14 +33,103 @@ TAG = "attnloop."
 RUN_FILE = "mlflow.json"  # written into a training run folder: which MLflow run holds it
 
 
+# MLflow's own defaults retry an unreachable server for minutes (7 retries, backoff factor 2, 120 s
+# per request). attnloop applies these instead, unless the environment sets them: 4 tries over about
+# 6 s when the server refuses or answers 5xx, under a minute when it does not answer at all.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
 def connect(tracking_uri: str):
-    """An MlflowClient on ``tracking_uri`` (also the registry), with the fluent API pointed there too."""
+    """An MlflowClient on ``tracking_uri`` (also the registry), with the fluent API pointed there too.
+
+    Applies :data:`HTTP_DEFAULTS` to MLflow's retry settings the environment leaves unset, so that an
+    unreachable server fails within seconds, not minutes."""
     import mlflow
     from mlflow import MlflowClient
 
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)  # MLflow reads these on every request
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+class RegistryError(RuntimeError):
+    """The registry failed: unreachable, or an error other than "no such alias / model". Its message
+    is one line: which server, how it failed and, once :func:`guarded` completed it, what was being
+    done, what the failure left as it was and whether a re-run is safe."""
+
+    def __init__(self, message: str, *, reached: bool, complete: bool = False) -> None:
+        super().__init__(message)
+        self.reached = reached  # the server answered (with an error of its own)
+        self.complete = complete
+
+
+def retry_budget() -> str:
+    """How long MLflow tries one request under the current settings, in words."""
+    env = {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}
+    retries, factor = int(env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]), float(env["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    waits = sum(factor * 2 ** (k - 1) for k in range(2, retries + 1))  # urllib3 waits nothing before the first retry
+    return f"{retries + 1} tries over about {waits:.0f} s, at most {env['MLFLOW_HTTP_REQUEST_TIMEOUT']} s each"
+
+
+def _transport_failure(err: BaseException) -> str | None:
+    """How the way to the server failed (refused, 5xx every time, no answer), or None when the server
+    answered with an error of its own."""
+    import requests
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, requests.exceptions.RequestException):
+            text = str(seen)
+            status = re.search(r"too many (\d{3}) error responses", text)
+            if status:
+                return f"it answered {status[1]} every time"
+            if isinstance(seen, requests.exceptions.Timeout) or "timed out" in text.lower():
+                return "it did not answer in time"
+            if "refused" in text.lower():
+                return "the connection was refused"
+            if "resolve" in text.lower() or "name or service not known" in text.lower():
+                return "its host name did not resolve"
+            return f"{type(seen).__name__}: {' '.join(text.split())[:200]}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _failed(err: BaseException, *, client) -> RegistryError:
+    """An MLflow or HTTP error as an incomplete :class:`RegistryError` naming the server."""
+    uri = str(getattr(client, "tracking_uri", None) or "(unknown)")
+    transport = _transport_failure(err)
+    if transport is not None:
+        return RegistryError(f"the MLflow registry at {uri} could not be reached ({transport}; {retry_budget()})", reached=False)
+    text = " ".join(str(getattr(err, "message", err)).split())[:300]
+    return RegistryError(f"the MLflow registry at {uri} answered an error: {text}", reached=True)
+
+
+@contextmanager
+def guarded(client, *, doing: str, unchanged: str = "nothing was changed") -> Iterator[None]:
+    """Turn any registry failure in the block into one complete :class:`RegistryError` line: what was
+    being ``doing``, which server failed and how, and ``unchanged`` (what the failure left as it was)."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except RegistryError as err:
+        if err.complete:
+            raise
+        raise _complete(err, doing=doing, unchanged=unchanged) from err
+    except (MlflowException, requests.exceptions.RequestException) as err:
+        raise _complete(_failed(err, client=client), doing=doing, unchanged=unchanged) from err
+
+
+def _complete(err: RegistryError, *, doing: str, unchanged: str) -> RegistryError:
+    again = "re-running is safe" if err.reached else "re-running is safe once it answers (MLFLOW_TRACKING_URI names it)"
+    return RegistryError(f"{doing}: {err}; {unchanged}; {again}", reached=err.reached, complete=True)
 
 
 def experiment_id(client, name: str, *, artifact_root: str | Path | None = None) -> str:
@@ -136,14 +227,29 @@ def register(client, *, name: str, run_id: str, onnx_path: str | Path, tags: dic
     return version
 
 
+
+def _absent(err) -> bool:
+    """Does this MLflow error say "no such alias" or "no such registered model" (and nothing else)?"""
+    code, text = getattr(err, "error_code", ""), str(getattr(err, "message", err))
+    if code == "RESOURCE_DOES_NOT_EXIST" and re.search(r"registered model|alias", text, re.IGNORECASE):
+        return True  # "Registered Model with name=… not found"
+    return code == "INVALID_PARAMETER_VALUE" and re.search(r"\balias\b.*\bnot found\b", text, re.IGNORECASE) is not None
+
+
 def alias_version(client, name: str, alias: str) -> str | None:
-    """The version an alias points to, or None (no such alias or no such model)."""
+    """The version an alias points to, or None when the alias or the model does not exist.
+
+    Any other failure (the server unreachable, a 503, a refused permission) raises
+    :class:`RegistryError`: a failed lookup must never read as "there is no champion"."""
     from mlflow.exceptions import MlflowException
 
     try:
         return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if _absent(err):
+            return None
+        failed = _failed(err, client=client)
+        raise RegistryError(f"looking up {name}@{alias}: {failed}", reached=failed.reached) from err
 
 
 def version_tags(client, name: str, version: str) -> dict[str, str]:
@@ -245,19 +351,29 @@ def _scalar_tags(decision: Decision) -> dict[str, str]:
 def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> tuple[Decision, str, str]:
     """Score the challenger and the champion on the holdout with ONNX Runtime, decide, record the
     decision on the challenger, and move ``champion`` if it passed (and no approval is required).
-    Returns the decision, the challenger version and the markdown report."""
-    challenger = alias_version(client, name, CHALLENGER)
+    Returns the decision, the challenger version and the markdown report.
+
+    A champion lookup that fails for any reason but "no such alias" refuses the challenger with that
+    reason; a challenger lookup or a record that fails raises :class:`RegistryError`. Neither moves
+    an alias."""
+    with guarded(client, doing=f"gating {name}", unchanged="no alias was moved and no decision recorded"):
+        challenger = alias_version(client, name, CHALLENGER)
     if challenger is None:
         raise LookupError(f"{name} has no challenger to gate; register one first")
-    champion = alias_version(client, name, CHAMPION)
-    if champion == challenger:
+    lookup_error = None
+    try:
+        champion = alias_version(client, name, CHAMPION)
+    except RegistryError as err:  # never read as "no champion": that would promote without a comparison
+        champion, lookup_error = None, f"the registry failed while looking up the champion, so there is nothing to compare with ({err})"
+    if champion is not None and champion == challenger:
         raise ValueError(f"version {challenger} of {name} is already the champion")
     with tempfile.TemporaryDirectory() as tmp:
-        error, theirs, ours = None, None, None
-        try:
-            ours = score(OnnxModel(download(client, name, challenger, Path(tmp) / "challenger"), device="cpu"), holdout)
-        except Exception as err:  # any failure to evaluate refuses the challenger, with the reason
-            error = f"challenger version {challenger}: {type(err).__name__}: {err}"
+        error, theirs, ours = lookup_error, None, None
+        if error is None:
+            try:
+                ours = score(OnnxModel(download(client, name, challenger, Path(tmp) / "challenger"), device="cpu"), holdout)
+            except Exception as err:  # any failure to evaluate refuses the challenger, with the reason
+                error = f"challenger version {challenger}: {type(err).__name__}: {err}"
         if error is None and champion is not None:
             try:
                 theirs = score(OnnxModel(download(client, name, champion, Path(tmp) / "champion"), device="cpu"), holdout)
@@ -265,13 +381,16 @@ def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> t
                 error = f"champion version {champion}: {type(err).__name__}: {err}"
     decision = decide(ours, theirs, class_names=holdout.class_names, policy=policy, error=error)
     decision.figures["holdout"] = holdout.digest
-    text = report(decision, name=name, challenger_version=challenger, champion_version=champion)
-    tags = {**_scalar_tags(decision), "gate.holdout": holdout.digest, "gate.champion_version": champion or "", "gate.at": _now()}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, challenger, TAG + key, value)
-    run_id = client.get_model_version(name, challenger).run_id
-    if run_id:
-        client.log_text(run_id, text, f"gate/report-{tags['gate.at'].replace(':', '')}.md")
+    known = "unknown" if lookup_error else champion
+    text = report(decision, name=name, challenger_version=challenger, champion_version=known)
+    tags = {**_scalar_tags(decision), "gate.holdout": holdout.digest, "gate.champion_version": known or "", "gate.at": _now()}
+    with guarded(client, doing=f"recording the gate's decision ({decision.action}) on {name} version {challenger}",
+                 unchanged="no alias was moved"):
+        for key, value in tags.items():
+            client.set_model_version_tag(name, challenger, TAG + key, value)
+        run_id = client.get_model_version(name, challenger).run_id
+        if run_id:
+            client.log_text(run_id, text, f"gate/report-{tags['gate.at'].replace(':', '')}.md")
     if decision.action == PROMOTE:
         promote(client, name, challenger)
     log.info("gate on %s version %s: %s", name, challenger, decision.action)
@@ -283,36 +402,46 @@ def _now() -> str:
 
 
 def promote(client, name: str, version: str) -> None:
-    """Make ``version`` the champion, remembering the one it replaces."""
-    previous = alias_version(client, name, CHAMPION)
-    client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
-    client.set_model_version_tag(name, version, TAG + "promoted_at", _now())
-    client.set_registered_model_alias(name, CHAMPION, version)
-    if alias_version(client, name, CHALLENGER) == version:
-        client.delete_registered_model_alias(name, CHALLENGER)
+    """Make ``version`` the champion, remembering the one it replaces. Safe to repeat: a version that
+    already is the champion keeps the predecessor it recorded."""
+    doing = f"promoting {name} version {version}"
+    with guarded(client, doing=doing, unchanged="the champion alias was not moved"):
+        previous = alias_version(client, name, CHAMPION)
+        if previous != version:
+            client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
+            client.set_model_version_tag(name, version, TAG + "promoted_at", _now())
+            client.set_registered_model_alias(name, CHAMPION, version)
+    with guarded(client, doing=f"{doing} (removing its challenger alias)", unchanged=f"version {version} is the champion now"):
+        if alias_version(client, name, CHALLENGER) == version:
+            client.delete_registered_model_alias(name, CHALLENGER)
 
 
 def approve(client, name: str, version: str, *, by: str) -> None:
-    """A person's approval of a version the gate passed in approval mode."""
-    state = version_tags(client, name, version).get("gate")
+    """A person's approval of a version the gate passed in approval mode. The version reads
+    ``approved`` only once it is the champion, so an approval cut short can be run again."""
+    with guarded(client, doing=f"approving {name} version {version}", unchanged="the champion alias was not moved"):
+        state = version_tags(client, name, version).get("gate")
     if state != AWAIT:
         raise ValueError(
             f"{name} version {version} is not awaiting approval (gate: {state or 'not run'}); "
             "only a version the gate passed in approval mode can be approved"
         )
-    client.set_model_version_tag(name, version, TAG + "gate", "approved")
-    client.set_model_version_tag(name, version, TAG + "approved_by", by)
     promote(client, name, version)
+    with guarded(client, doing=f"recording the approval of {name} version {version}",
+                 unchanged=f"version {version} is the champion now; its gate tag still reads {AWAIT}"):
+        client.set_model_version_tag(name, version, TAG + "approved_by", by)
+        client.set_model_version_tag(name, version, TAG + "gate", "approved")
 
 
 def rollback(client, name: str) -> tuple[str, str]:
     """Move ``champion`` back to the version it replaced; returns (from, to)."""
-    current = alias_version(client, name, CHAMPION)
-    if current is None:
-        raise LookupError(f"{name} has no champion to roll back")
-    previous = version_tags(client, name, current).get("previous_champion")
-    if not previous:
-        raise LookupError(f"{name} version {current} replaced no earlier champion; there is nothing to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, current, TAG + "rolled_back_at", _now())
+    with guarded(client, doing=f"rolling back {name}", unchanged="the champion alias was not moved"):
+        current = alias_version(client, name, CHAMPION)
+        if current is None:
+            raise LookupError(f"{name} has no champion to roll back")
+        previous = version_tags(client, name, current).get("previous_champion")
+        if not previous:
+            raise LookupError(f"{name} version {current} replaced no earlier champion; there is nothing to roll back to")
+        client.set_model_version_tag(name, current, TAG + "rolled_back_at", _now())
+        client.set_registered_model_alias(name, CHAMPION, previous)
     return current, previous
