@@ -42,3 +42,28 @@ def test_a_class_the_base_does_not_know_is_refused(tiny_data, tmp_path):
     empty = annotated_store(tmp_path / "e", [{"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 9, 9]]}])
     with pytest.raises(ValueError, match="nothing to retrain on"):
         materialize(empty, "annotations/v0001.jsonl", out=tmp_path / "set2", base=tiny_data)
+
+
+def test_train_reads_a_harvested_set_from_its_store_and_refuses_one_that_names_nothing(tiny_data, tmp_path):
+    from attnloop.trainset import training_set
+
+    entries = [
+        {"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 12, 12]], "label": "square"},
+        {"image": "frames/l1/2026-11-26/b.png", "boxes": [[4, 4, 16, 8]], "label": "bar"},
+    ]
+    store = annotated_store(tmp_path, entries)
+    # by its key in a store (how an S3 store's set is named), and as the file inside a local store
+    for boxes, kwargs in (("annotations/v0001.jsonl", {"store": store}), (str(store.root / "annotations/v0001.jsonl"), {})):
+        root, annotations = training_set(tiny_data, boxes, out=tmp_path / "set", **kwargs)
+        assert root == tmp_path / "set" and sorted(annotations) == [f"annotated/{e['image']}" for e in entries]
+    # the data's own images pass through unchanged
+    own = tmp_path / "own.jsonl"
+    own.write_text(json.dumps({"image": "train/0.png", "boxes": [[1, 1, 5, 5]]}) + "\n")
+    assert training_set(tiny_data, str(own), out=tmp_path / "unused")[0] == tiny_data
+    # a copy of the set away from its frames names nothing the data or any store has
+    away = tmp_path / "away.jsonl"
+    away.write_bytes(store.get("annotations/v0001.jsonl"))
+    with pytest.raises(ValueError, match=r"none of its 2 entries names a training image .*'frames/l1/2026-11-26/a.png'.*'train/0.png'"):
+        training_set(tiny_data, str(away), out=tmp_path / "set2")
+    with pytest.raises(FileNotFoundError, match="--store"):
+        training_set(tiny_data, "annotations/v0009.jsonl", out=tmp_path / "set3", store=store)
