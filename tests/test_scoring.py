@@ -86,7 +86,8 @@ def test_a_crashed_run_is_simply_rerun_and_scores_each_frame_once(store, onnx_mo
     keys = put_frames(store, 150)
     crashing = CrashingStore(store, crash_on_put)
     with pytest.raises(RuntimeError, match="injected crash"):
-        scoring.score_store(crashing, onnx_model, model_version="7", batch_size=16, part_rows=40, progress=False)
+        # a long lease: no renewal (a write) lands among the writes counted
+        scoring.score_store(crashing, onnx_model, model_version="7", batch_size=16, part_rows=40, progress=False, lease_ttl=600)
     partial = rows_per_key(store, "7")
     assert 0 < len(partial) < 150 or crash_on_put == 2
     summary = scoring.score_store(store, onnx_model, model_version="7", batch_size=16, part_rows=40, progress=False)

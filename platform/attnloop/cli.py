@@ -299,6 +299,9 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
         print(f"another scoring run holds the lease for model version {args.model_version or version} ({err}); it scores these frames, "
               "so nothing was scored twice; run again once it has finished to score frames that arrive later")
         return 0
+    except lease.Lost as err:
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 2
     print(report_markdown(summary))
     print(f"results under {store.uri}/scores/, report at reports/{summary.model_version}/{summary.run_id}.md ({model.provider})")
     return 0

@@ -24,7 +24,7 @@ from attnloop.cli import main
 from attnloop.imaging import encode_png
 from attnloop.registry import file_version
 from attnloop.runtime import OnnxModel
-from attnloop.storage import open_store
+from attnloop.storage import S3Store, open_store
 from attnloop.stream import frame_key
 from conftest import write_tiny_manifest
 from services import S3_KEY, S3_SECRET
@@ -152,6 +152,26 @@ def test_keys_with_dot_segments_from_another_s3_client_are_quarantined_and_the_r
 
     assert main(["score", "--model", str(model_path), "--overlays", "0"]) == 0  # the next run repeats nothing
     assert "frames scored: 0; already scored before: 8; quarantined: 0" in capsys.readouterr().out
+
+
+def test_a_store_that_fails_every_read_stops_the_run_and_quarantines_nothing(s3_endpoint, model):
+    """The store's fault, not the frames': the run stops, nothing is recorded, the rerun scores all."""
+    from faultkit import FaultyProxy
+
+    bucket = f"down-{uuid.uuid4().hex[:8]}"
+    direct = open_store(f"s3://{bucket}", endpoint=s3_endpoint, access_key=S3_KEY, secret_key=S3_SECRET, create=True)
+    keys = put_frames(direct, 3)
+    with FaultyProxy(s3_endpoint) as proxy:
+        store = S3Store(bucket, endpoint=proxy.url, access_key=S3_KEY, secret_key=S3_SECRET, retries=0)  # the HTTP layer's retries stay
+        proxy.fail(times=None, status=503, match=f"GET /{bucket}/frames/")
+        with pytest.raises(Exception, match="503") as stopped:  # urllib3's MaxRetryError: too many 503 error responses
+            scoring.score_store(store, model, model_version="v", overlays=0, progress=False)
+        assert not isinstance(stopped.value, (lease.Busy, AssertionError)), stopped.value
+        assert proxy.faults and scoring.read_scores(direct) is None and quarantined(direct, "v") == []
+        proxy.heal()
+        again = scoring.score_store(store, model, model_version="v", overlays=0, progress=False)
+    assert (again.scored, sum(again.quarantined.values())) == (3, 0)
+    assert rows_per_key(direct, "v") == {key: 1 for key in keys}
 
 
 # --- versions, and frames replaced under the same key ---------------------------------------------
@@ -284,6 +304,40 @@ def test_a_lease_holder_killed_with_sigkill_expires_and_the_next_run_proceeds(st
     assert "frames scored: 4" in capsys.readouterr().out
     assert 0 < time.monotonic() - start < 30
     assert sorted(rows_per_key(store, version)) == keys
+
+
+STALLER = """
+import sys, time
+from attnloop import lease
+from attnloop.config import Settings
+store = Settings.from_env().store(sys.argv[1])
+with lease.hold(store, "stalled", ttl=1.0) as held:
+    print("held", flush=True)
+    while not held.lost:
+        time.sleep(0.1)
+    try:
+        held.check()
+    except lease.Lost as err:
+        print("lost:", err, flush=True)
+"""
+
+
+def test_a_holder_paused_past_its_ttl_is_taken_over_and_finds_out(store, tmp_path, request):
+    """SIGSTOP stands in for a paused VM or a long GC pause."""
+    env = env_for(store, tmp_path, s3_endpoint_of(store, request))
+    holder = subprocess.Popen([sys.executable, "-c", STALLER, store.uri], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        os.kill(holder.pid, signal.SIGSTOP)
+        with lease.hold(store, "stalled", owner="the next run", ttl=30, wait=10):
+            os.kill(holder.pid, signal.SIGCONT)
+            line = holder.stdout.readline()  # its next renewal sees the newer generation
+        assert line.startswith("lost: lease 'stalled'") and "taken over by another process" in line
+        assert holder.wait(10) == 0
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGKILL)
+            holder.wait()
 
 
 def test_the_command_line_leaves_the_frames_to_the_run_holding_the_lease(model_path, tmp_path, monkeypatch, capsys):
