@@ -39,7 +39,7 @@ class Settings:
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
-    serving_token: str | None = None  # the bearer token /ls and /admin require (ATTNLOOP_SERVING_TOKEN)
+    serving_token: str | None = field(default=None, repr=False)  # the token /ls and /admin require (ATTNLOOP_SERVING_TOKEN)
 
     def store(self, uri: str | None = None, *, create: bool = True):
         """The object store at ``uri``, else the configured one (a folder under ``home`` by default)."""

@@ -177,7 +177,7 @@ def test_ls_predict_reads_store_urls_and_the_label_studio_host(model_file, store
         assert "error" not in result, (url, result)
         assert result["score"] == pytest.approx(direct["confidence"]), url
     # the local-files URLs were read from the store; only the uploads went to Label Studio, with its token
-    assert label_studio.seen == [("/data/upload/1/a.png", "Token ls-token"), ("/data/upload/1/b.png", "Token ls-token")]
+    assert sorted(label_studio.seen) == [("/data/upload/1/a.png", "Token ls-token"), ("/data/upload/1/b.png", "Token ls-token")]
 
 
 @pytest.mark.services
@@ -385,3 +385,69 @@ def test_s3_reads_are_bounded_and_keys_checked(s3_endpoint):
     assert store.get("big.bin", max_bytes=10_000) == b"x" * 10_000
     with pytest.raises(KeyRefused, match="too long"):
         store.get("k" * 5000)
+
+
+# --- what Label Studio 1.23 itself sends ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app):
+    """The app on a real uvicorn server on loopback (a thread); yields its URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.mark.services
+@pytest.mark.slow
+@pytest.mark.timeout(600, func_only=True)
+def test_label_studio_connects_with_basic_auth_and_gets_predictions(model_file, store_dir, tmp_path, monkeypatch):
+    """A real Label Studio 1.23 connects to /ls with the token as its basic-auth password (a wrong one is
+    refused with Label Studio's own message) and retrieves a prediction for a task naming a store key."""
+    from label_studio_sdk import LabelStudio
+    from label_studio_sdk.core.api_error import ApiError
+
+    from attnloop.labelstudio.project import template_config
+    from labelstudio_server import new_server
+
+    monkeypatch.setenv("ML_BLOCK_LOCAL_IP", "false")  # this server only: it may call a backend on loopback
+    monkeypatch.setenv("SSRF_PROTECTION_ENABLED", "false")  # and create the backend's webhook there
+    server = new_server(tmp_path / "label-studio")
+    server.launch()
+    try:
+        settings = Settings(home=tmp_path, threads=1, store_uri=store_dir.as_uri(), serving_token=TOKEN)
+        app = create_app(model_source=str(model_file), settings=settings, label_studio=LabelStudioSettings(url=server.url, token=server.token))
+        with uvicorn_serving(app) as url:
+            server.wait_healthy()
+            ls = LabelStudio(base_url=server.url, api_key=server.token)
+            project = ls.projects.create(title="serving auth", label_config=template_config("box_correction", ["square", "bar"]))
+            with pytest.raises(ApiError) as refused:
+                ls.ml.create(project=project.id, url=f"{url}/ls", auth_method="BASIC_AUTH", basic_auth_user="labelstudio", basic_auth_pass="guess")
+            assert "authentication" in str(refused.value.body)
+            with pytest.raises(ApiError):
+                ls.ml.create(project=project.id, url=f"{url}/ls")  # no auth at all
+            backend = ls.ml.create(project=project.id, url=f"{url}/ls", auth_method="BASIC_AUTH", basic_auth_user="labelstudio", basic_auth_pass=TOKEN)
+            assert backend.id
+            ls.projects.import_tasks(id=project.id, request=[{"image": "/data/local-files/?d=frames/a.png", "key": "frames/a.png", "summary": "a"}])
+            task = next(iter(ls.tasks.list(project=project.id)))
+            ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
+            predictions = list(ls.predictions.list(task=task.id))
+            assert predictions and predictions[0].result, predictions
+            assert {r["type"] for r in predictions[0].result} == {"choices", "rectanglelabels"}
+    finally:
+        server.stop()
