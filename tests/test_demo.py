@@ -35,6 +35,7 @@ def test_the_demo_runs_one_turn_and_changes_the_champion(label_studio, prefect_s
     url, token = label_studio
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path.parent))  # the session server's root: pytest's base folder
     # a set this small cannot show a significant gain; the gate is opened so that the test checks the
     # plumbing (a challenger is trained on the harvested boxes and becomes the champion), not the figure
     for name, value in (("MIN_GAIN", "-1"), ("MAX_CLASS_DROP", "1"), ("ATTENTION_TOLERANCE", "1")):
@@ -78,6 +79,7 @@ def test_with_a_person_the_demo_waits_for_the_tasks_then_retrains(label_studio, 
     url, token = label_studio
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path.parent))  # the session server's root: pytest's base folder
     for name, value in (("MIN_GAIN", "-1"), ("MAX_CLASS_DROP", "1"), ("ATTENTION_TOLERANCE", "1")):
         monkeypatch.setenv(f"ATTNLOOP_GATE_{name}", value)
     monkeypatch.setattr(demo, "POLL_SECONDS", 0.5)

@@ -7,7 +7,7 @@ to a server through ``label_studio_sdk`` 2.x (``LabelStudio(base_url=..., api_ke
 from attnloop.labelstudio.annotator import put_frames, read_truth, simulate_annotator, write_truth
 from attnloop.labelstudio.harvest import HarvestResult, harvest, latest_version, read_version
 from attnloop.labelstudio.project import TEMPLATES, LabelStudioSettings, bootstrap, find_project, project_classes, template_config
-from attnloop.labelstudio.push import Candidate, PushInterrupted, PushResult, push
+from attnloop.labelstudio.push import Candidate, NotServed, PushInterrupted, PushResult, push, push_scored
 from attnloop.labelstudio.results import (
     Correction,
     Problem,
@@ -24,6 +24,7 @@ __all__ = [
     "Correction",
     "HarvestResult",
     "LabelStudioSettings",
+    "NotServed",
     "Problem",
     "PushInterrupted",
     "PushResult",
@@ -38,6 +39,7 @@ __all__ = [
     "pixels_to_percent",
     "project_classes",
     "push",
+    "push_scored",
     "put_frames",
     "read_truth",
     "read_version",

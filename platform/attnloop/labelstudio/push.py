@@ -469,7 +469,10 @@ def check_served(ls, store: Store, key: str, url: str, *, document_root: str | P
     will, and raise :class:`NotServed` (with the setting to fix) unless it answers ``key``'s bytes."""
     import httpx
 
-    wrapper = ls._client_wrapper  # the SDK's base URL and auth headers (legacy token or access token)
+    wrapper = getattr(ls, "_client_wrapper", None)  # the SDK's base URL and auth headers (legacy token or access token)
+    if wrapper is None:
+        log.warning("cannot check that Label Studio serves %s: the client is not a label_studio_sdk client", url)
+        return
     base = str(wrapper.get_base_url()).rstrip("/")
     answer = httpx.get(base + url, headers=wrapper.get_headers(), timeout=30.0)
     if answer.status_code == 200 and answer.content == store.get(key):
