@@ -12,7 +12,9 @@ names the holder, when the lease stays taken. ``ttl`` bounds how long a dead hol
 How: a lease is a small JSON object ``leases/<name>/<generation>.json``. Taking it creates the next
 generation atomically, so of two takers at once exactly one wins: on a folder store a file linked
 into place (``os.link`` fails when the name exists), on S3 a conditional PUT (``If-None-Match: *``,
-honoured by AWS S3, MinIO and moto's server). The holder renews its generation every ``ttl / 3``
+which AWS S3 has honoured since 2024, as do recent MinIO releases and moto's server; the first
+lease taken on a bucket checks that the server refuses a second such PUT, and refuses to lease
+on a server that ignores the condition). The holder renews its generation every ``ttl / 3``
 seconds from a background thread and marks it released on exit, so the next taker need not wait. A
 holder that dies (SIGKILL, a lost host) stops renewing; once ``ttl`` seconds have passed the next
 taker takes the next generation.
@@ -122,11 +124,14 @@ def hold(store: Store, name: str, *, owner: str | None = None, ttl: float = 30.0
         raise ValueError(f"ttl must be positive and wait non-negative, got ttl={ttl}, wait={wait}")
     owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
     start = time.monotonic()
-    announced = False
+    announced, races = False, 0
     while True:
         taken = _try_take(store, name, owner=owner, ttl=ttl)
         if isinstance(taken, Held):
             break
+        if taken is None and races < 3:  # another taker changed the generations under this one: look again now
+            races += 1
+            continue
         waited = time.monotonic() - start
         if wait is not None and waited >= wait:
             raise Busy(name, store.uri, taken or {}, waited)
@@ -244,9 +249,24 @@ def _create_file(path: Path, data: bytes) -> bool:
 
 
 _pool = None
+_checked: set[str] = set()  # buckets whose server was seen to refuse a second conditional PUT
 
 
 def _create_s3(store, key: str, data: bytes) -> bool:
+    if store.uri not in _checked:
+        probe = f"{PREFIX}.probe/{uuid.uuid4().hex}.json"
+        first, second = _put_if_absent(store, probe, b"{}"), _put_if_absent(store, probe, b"{}")
+        store.delete(probe)
+        if not first or second:
+            raise RuntimeError(
+                f"{store.uri}: the S3 server does not honour 'If-None-Match: *' on PUT, so two processes could take one lease; "
+                "nothing was changed; use a server with conditional writes (AWS S3, MinIO since 2024)"
+            )
+        _checked.add(store.uri)
+    return _put_if_absent(store, key, data)
+
+
+def _put_if_absent(store, key: str, data: bytes) -> bool:
     """A conditional PUT through a presigned URL: the minio client's own PUT cannot send If-None-Match."""
     global _pool
     import urllib3

@@ -382,6 +382,65 @@ def test_of_many_takers_at_once_exactly_one_holds_the_lease(store):
         pass
 
 
+class ConditionBlindProxy:
+    """An S3 endpoint in front of moto's that drops If-None-Match, as a server without conditional writes would."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        host, port = urlsplit(upstream).hostname, urlsplit(upstream).port
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "connection")}
+                upstream = http.client.HTTPConnection(host, port, timeout=30)
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_lease_is_refused_on_an_s3_server_that_ignores_conditional_writes(s3_endpoint):
+    bucket = f"blind-{uuid.uuid4().hex[:8]}"
+    open_store(f"s3://{bucket}", endpoint=s3_endpoint, access_key=S3_KEY, secret_key=S3_SECRET, create=True)
+    proxy = ConditionBlindProxy(s3_endpoint)
+    try:
+        store = open_store(f"s3://{bucket}", endpoint=proxy.url, access_key=S3_KEY, secret_key=S3_SECRET)
+        with pytest.raises(RuntimeError, match="does not honour 'If-None-Match: \\*'"):
+            with lease.hold(store, "push-project-9"):
+                pass
+        assert not list(store.list("leases/"))  # nothing left behind
+    finally:
+        proxy.close()
+
+
 def test_a_held_lease_is_renewed_past_its_ttl_and_a_busy_wait_is_bounded(store):
     with lease.hold(store, "renewed", ttl=1.0, wait=0) as held:
         time.sleep(1.6)  # longer than the ttl: only the renewal keeps it
