@@ -59,6 +59,15 @@ JSON_LIMIT = 1 << 20  # a JSON request body (an object key, Label Studio tasks)
 INLINE_BYTES = 64 << 10  # smaller images are decoded on the event loop: a thread hop costs more than the decode
 
 
+def _small(data: bytes) -> bool:
+    """Whether to decode on the event loop: few bytes that also decode to little (64 KiB of PNG can
+    hold a large frame, whose decode may wait in imaging's gate and must not block the loop)."""
+    if len(data) > INLINE_BYTES:
+        return False
+    header = imaging.read_header(data)
+    return header is not None and header.decoded_bytes <= imaging.LARGE_BYTES
+
+
 # --- which model, and following its alias -------------------------------------------------------
 
 
@@ -190,8 +199,9 @@ def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[in
 class Service:
     """What the routes share: the reloader, the batcher, the limits, the object store and where Label Studio is."""
 
-    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits, settings: Settings, label_studio: LabelStudioSettings) -> None:
-        self.reloader, self.runner, self.limits, self.settings = reloader, runner, limits, settings
+    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits | None, settings: Settings, label_studio: LabelStudioSettings) -> None:
+        self.reloader, self.runner, self.settings = reloader, runner, settings
+        self.limits, self._card_limits = limits or Limits(), limits is None  # byte limits hold before a model is known
         self.label_studio = label_studio
         self._store = None
 
@@ -253,12 +263,13 @@ class Service:
         except StoreUnavailable as err:
             raise HTTPException(503, str(err)) from None
 
+    def limits_for(self, served: Served) -> Limits:
+        """The limits given to the service, else those the served model's input size calls for."""
+        return Limits.for_card(served.model.card, max_bytes=self.limits.max_bytes) if self._card_limits else self.limits
+
     def _prepare(self, data: bytes, served: Served, name: str) -> tuple[tuple[int, int], np.ndarray]:
-        size = imaging.header_size(data)
-        if size is not None and size[0] * size[1] > self.limits.max_pixels:
-            raise HTTPException(413, f"{name} is {size[0]}×{size[1]} px; the limit is {self.limits.max_pixels} pixels")
         try:
-            image = imaging.decode(data, limits=self.limits, name=name)
+            image = imaging.decode(data, limits=self.limits_for(served), name=name)
             return image.shape[:2], imaging.preprocess(image, served.model.card, name=name)
         except ImageError as err:
             raise _image_error(err) from None
@@ -269,7 +280,7 @@ class Service:
         with self.runner.arrival() as arrival:
             data, name = await load()
             served = self.current()
-            if len(data) <= INLINE_BYTES:
+            if _small(data):
                 size, x = self._prepare(data, served, name)
             else:
                 size, x = await asyncio.to_thread(self._prepare, data, served, name)
@@ -297,7 +308,7 @@ def create_app(
     reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
     runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
     service = Service(
-        reloader=reloader, runner=runner, limits=limits or Limits(), settings=settings, label_studio=label_studio or LabelStudioSettings.from_env()
+        reloader=reloader, runner=runner, limits=limits, settings=settings, label_studio=label_studio or LabelStudioSettings.from_env()
     )
 
     @contextlib.asynccontextmanager

@@ -451,3 +451,46 @@ def test_label_studio_connects_with_basic_auth_and_gets_predictions(model_file, 
             assert {r["type"] for r in predictions[0].result} == {"choices", "rectanglelabels"}
     finally:
         server.stop()
+
+
+def test_a_large_decode_waiting_for_room_does_not_block_other_requests(model_file, store_dir):
+    """A 30 KB PNG of zeros that decodes to 27 MB waits in imaging's decode gate while the gate is
+    full; it must wait in a thread, so /live keeps answering at once on the event loop."""
+    import httpx
+
+    from attnloop import imaging
+
+    bomb_ish = encode_png(np.zeros((3000, 3000, 3), np.uint8))
+    assert len(bomb_ish) <= 64 << 10 and imaging.read_header(bomb_ish).decoded_bytes > imaging.LARGE_BYTES
+    app = create_app(model_source=str(model_file), settings=Settings.from_env({"ATTNLOOP_HOME": str(store_dir.parent), "ATTNLOOP_STORE": store_dir.as_uri()}), reload_interval=3600)
+    full, release = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        with imaging.GATE.hold(imaging.GATE.budget_bytes):
+            full.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=occupy)
+    holder.start()
+    assert full.wait(10)
+    try:
+        with uvicorn_serving(app) as url:
+            answers: dict[str, object] = {}
+            upload = threading.Thread(
+                target=lambda: answers.update(predict=httpx.post(f"{url}/predict", content=bomb_ish, headers={"content-type": "image/png"}, timeout=60))
+            )
+            upload.start()
+            deadline = time.monotonic() + 10
+            while imaging.GATE.waited == 0 and time.monotonic() < deadline:  # the upload is queued in the gate now
+                time.sleep(0.02)
+            assert imaging.GATE.waited > 0, "the upload never reached the decode gate"
+            started = time.monotonic()
+            live = httpx.get(f"{url}/live", timeout=5)
+            assert live.status_code == 200 and time.monotonic() - started < 1.0
+            assert upload.is_alive(), "the upload should still be waiting for room in the gate"
+            release.set()
+            upload.join(30)
+            assert answers["predict"].status_code == 200, answers["predict"].text
+    finally:
+        release.set()
+        holder.join()
