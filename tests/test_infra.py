@@ -12,7 +12,7 @@ import yaml
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 SERVICES = {"secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving"}
 ONE_SHOT = {"secrets-check", "buckets"}
-SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN"}
+SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN"}
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def test_environment_variables_are_ones_attnloop_or_prefect_reads(objects):
     assert set(compose) <= set(config) | set(secret), f"missing from the ConfigMap and Secret: {sorted(set(compose) - set(config) - set(secret))}"
     assert not set(config) & set(secret)
     assert not [n for n in config if re.search(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY", n)], "secrets belong in the Secret"
-    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ATTNLOOP_LABEL_STUDIO_TOKEN"} <= set(secret)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ATTNLOOP_LABEL_STUDIO_TOKEN", "ATTNLOOP_SERVING_TOKEN"} <= set(secret)
     assert all(isinstance(v, str) for v in [*config.values(), *secret.values()]), "ConfigMap and Secret values must be strings"
 
 
