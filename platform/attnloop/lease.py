@@ -33,14 +33,12 @@ import os
 import random
 import re
 import socket
-import tempfile
 import threading
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Iterator
 
 from attnloop.storage import Store
@@ -225,27 +223,12 @@ def _cleanup(store: Store, name: str, *, below: int) -> None:
 
 def _create(store: Store, key: str, data: bytes) -> bool:
     """Write ``key`` only if no object has that name; True if this call created it."""
-    root = getattr(store, "root", None)
-    if root is not None:
-        return _create_file(Path(root) / key, data)
+    if hasattr(store, "create"):
+        return store.create(key, data)  # a folder store: inside its root, never through a link
     client = getattr(store, "client", None)
     if client is not None and hasattr(store, "bucket"):
         return _create_s3(store, key, data)
     raise TypeError(f"{store.uri}: leases need a folder store or an S3 store (one with an atomic create)")
-
-
-def _create_file(path: Path, data: bytes) -> bool:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.link(tmp, path)  # atomic, and fails when the name exists: the whole file or nothing
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 _pool = None

@@ -227,6 +227,27 @@ class LocalStore:
         finally:
             os.close(folder)
 
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if nothing has that name (atomic: a hard link of a whole temporary file,
+        which fails when the name exists); True if this call created it. Leases are built on it."""
+        try:
+            folder, name = self._folder(key, create=True)
+        except KeyError as err:  # a path below an object
+            raise KeyRefused(f"cannot write {self._where(key)}: {err.args[0].split(': ', 1)[-1]}") from None
+        tmp = f".partial-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+            with open(fd, "wb", closefd=True) as out:
+                out.write(data)
+            os.link(tmp, name, src_dir_fd=folder, dst_dir_fd=folder, follow_symlinks=False)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=folder)
+            os.close(folder)
+
     def exists(self, key: str) -> bool:
         """True for a regular file under the key (a link, folder or special file is no object)."""
         try:

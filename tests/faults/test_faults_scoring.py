@@ -453,3 +453,19 @@ def test_a_held_lease_is_renewed_past_its_ttl_and_a_busy_wait_is_bounded(store):
     with pytest.raises(ValueError, match="lease name"):
         with lease.hold(store, "../elsewhere"):
             pass
+
+
+def test_a_lease_on_a_folder_store_never_writes_through_a_link(tmp_path):
+    """A store whose ``leases/`` is a link to a folder elsewhere: taking a lease is refused and
+    nothing is written outside the store's root."""
+    from attnloop import lease
+    from attnloop.storage import KeyRefused, LocalStore
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "leases").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(KeyRefused, match="link"):
+        with lease.hold(LocalStore(tmp_path / "store"), "score-v1", ttl=5):
+            pass
+    assert list(outside.iterdir()) == []
