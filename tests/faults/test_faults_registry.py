@@ -73,6 +73,41 @@ def _chain(client, name: str, logged) -> tuple[str, str, str]:
     return first, second, _version(client, name, logged)
 
 
+def test_faultkit_proxy_fails_as_told_then_forwards(tmp_path):
+    """The proxy itself, in front of a plain http.server: 503 once, 503 for one path, then the real answers."""
+    import functools
+    import threading
+    import urllib.error
+    import urllib.request
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+
+    def get(proxy, name):
+        try:
+            with urllib.request.urlopen(f"{proxy.url}/{name}", timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, None
+
+    try:
+        with FaultyProxy(f"http://127.0.0.1:{upstream.server_address[1]}") as proxy:
+            proxy.fail(times=1)
+            assert [get(proxy, "a.txt"), get(proxy, "a.txt")] == [(503, None), (200, "alpha")]
+            proxy.fail(times=None, match="b.txt")
+            assert [get(proxy, "b.txt"), get(proxy, "a.txt"), get(proxy, "b.txt")] == [(503, None), (200, "alpha"), (503, None)]
+            proxy.heal()
+            assert get(proxy, "b.txt") == (200, "beta")
+            assert proxy.faults == ["GET /a.txt", "GET /b.txt", "GET /b.txt"] and len(proxy.seen) == 6
+    finally:
+        upstream.shutdown()
+        upstream.server_close()
+
+
 def _aliases(client, name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in client.get_registered_model(name).aliases.items()}
 
