@@ -518,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreUnavailable as err:  # the store's server is down: one line, a re-run is safe
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 3
+    except RuntimeError as err:
+        from attnloop.registry import RegistryError  # imported late: the registry brings MLflow along
+
+        if not isinstance(err, RegistryError):
+            raise
+        print(f"attnloop: error: {err}", file=sys.stderr)  # the registry failed: one line, nothing moved
+        return 2
 
 
 if __name__ == "__main__":

@@ -250,3 +250,19 @@ def test_unreachable_registry_gives_up_within_seconds(tmp_path, monkeypatch, cap
     assert err.startswith("attnloop: error: gating attnloop-abn") and len(err.splitlines()) == 1, err
     assert f"http://127.0.0.1:{port} could not be reached (the connection was refused; 4 tries" in err
     assert "no alias was moved" in err
+
+
+def test_unreachable_registry_score_prints_one_line(tmp_path, monkeypatch, capfd):
+    """``attnloop score`` from the registry's champion with MLflow down: one line, exit 2, nothing scored."""
+    from attnloop.cli import main
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    (tmp_path / "store").mkdir()
+    with closed_port() as port:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        rc = main(["score", "--store", str(tmp_path / "store"), "--model", "models:/attnloop-abn@champion"])
+    err = capfd.readouterr().err.strip()
+    assert rc == 2, err[-2000:]
+    assert err.startswith("attnloop: error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"127.0.0.1:{port} could not be reached" in err, err
+    assert not list((tmp_path / "store").rglob("*.parquet"))
