@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,69 +26,10 @@ import cv2
 import numpy as np
 
 from _common import cpu_name, emit
+from bombfiles import jpeg_claiming, png_claiming, zero_png, zero_tiff
 
 BEFORE = "92f5aaf168264f50bde837156b03654325172f3b"  # the last imaging.py with the old limits
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _zlib_repeat(block: bytes, times: int) -> bytes:
-    """A zlib stream of ``block * times``, compressed once: a full flush makes each copy independent."""
-    raw = zlib.compressobj(9, zlib.DEFLATED, -15)
-    body = raw.compress(block) + raw.flush(zlib.Z_FULL_FLUSH)
-    adler = 1
-    for _ in range(times):
-        adler = zlib.adler32(block, adler)
-    return b"\x78\xda" + body * times + b"\x03\x00" + struct.pack(">I", adler)
-
-
-def zero_png(width: int, height: int, *, depth: int = 8, colour: int = 0) -> bytes:
-    """A complete PNG of zeros (colour type 0 gray, 2 RGB, 6 RGBA), without building the frame."""
-    row = bytes(1 + width * {0: 1, 2: 3, 6: 4}[colour] * depth // 8)
-    rows = next(n for n in (100, 16, 1) if height % n == 0)
-    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", _zlib_repeat(row * rows, height // rows)) + _chunk(b"IEND", b"")
-
-
-def zero_tiff(pages: list[tuple[int, int]], *, bits: int = 8, rows_per_strip: int = 256) -> bytes:
-    """A little-endian TIFF with one deflate-compressed gray page of zeros per (width, height)."""
-    out = bytearray(b"II*\x00\x00\x00\x00\x00")
-    link = 4
-    blobs: dict[tuple[int, int], bytes] = {}
-    for width, height in pages:
-        strips = [min(rows_per_strip, height - top) for top in range(0, height, rows_per_strip)]
-        offsets, counts = [], []
-        for n in strips:
-            blob = blobs.get((width, n)) or blobs.setdefault((width, n), zlib.compress(bytes(width * bits // 8 * n), 9))
-            offsets.append(len(out))
-            counts.append(len(blob))
-            out += blob
-        out += b"\0" * (len(out) % 2)
-        offsets_at = len(out)
-        out += struct.pack(f"<{len(strips)}I", *offsets)
-        counts_at = len(out)
-        out += struct.pack(f"<{len(strips)}I", *counts)
-        single = len(strips) == 1
-        entries = [
-            (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, bits), (259, 3, 1, 8), (262, 3, 1, 1),
-            (273, 4, len(strips), offsets[0] if single else offsets_at), (277, 3, 1, 1),
-            (278, 4, 1, rows_per_strip), (279, 4, len(strips), counts[0] if single else counts_at),
-        ]
-        struct.pack_into("<I", out, link, len(out))
-        out += struct.pack("<H", len(entries))
-        for tag, kind, count, value in entries:
-            out += struct.pack("<HHI", tag, kind, count) + (struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value))
-        link = len(out)
-        out += b"\0\0\0\0"
-    return bytes(out)
-
-
-def jpeg_claiming(width: int, height: int) -> bytes:
-    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    return b"\xff\xd8\xff\xc0" + struct.pack(">H", 2 + len(sof)) + sof + b"\xff\xd9"
 
 
 def bomb_set() -> list[tuple[str, str, bytes]]:
@@ -101,7 +40,7 @@ def bomb_set() -> list[tuple[str, str, bytes]]:
         ("tiff-page2-20000.tif", "bomb: 2-page TIFF, page 1 8×8, page 2 20000×20000 px 8-bit", zero_tiff([(8, 8), (20000, 20000)])),
         ("tiff-40x2048-16bit.tif", "bomb: 40-page TIFF stack of 2048×2048 px 16-bit", zero_tiff([(2048, 2048)] * 40, bits=16)),
         ("jpeg-8000.jpg", "bomb: 8-bit RGB JPEG, 8000×8000 px", big_jpeg),
-        ("png-claims-60000.png", "bomb: PNG header claiming 60000×60000 px RGB, no data", b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)) + _chunk(b"IEND", b"")),
+        ("png-claims-60000.png", "bomb: PNG header claiming 60000×60000 px RGB, no data", png_claiming(60000, 60000)),
         ("jpeg-claims-65000.jpg", "bomb: JPEG header claiming 65000×65000 px, no data", jpeg_claiming(65000, 65000)),
         ("mill-2448x2048.png", "frame: mill camera, 2448×2048 px 8-bit RGB PNG", zero_png(2448, 2048, colour=2)),
         ("microscope-4x2048-16bit.tif", "frame: microscope stack, 4 pages of 2048×2048 px 16-bit", zero_tiff([(2048, 2048)] * 4, bits=16)),
