@@ -109,8 +109,16 @@ def task_keys(ls, project_id: int) -> list[str]:
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``attnloop ARGV`` in this process; the root logger's handlers are put back after it (its
+    ``basicConfig`` would otherwise leave one writing to this test's captured, later closed, stderr)."""
+    import logging
+
+    handlers = logging.root.handlers[:]
     capsys.readouterr()
-    code = cli.main(list(argv))
+    try:
+        code = cli.main(list(argv))
+    finally:
+        logging.root.handlers[:] = handlers
     out, err = capsys.readouterr()
     return code, out, err
 
