@@ -3,7 +3,7 @@
 Every file is crafted byte by byte and is a real, decodable image. Each is decoded and
 preprocessed for a 64 px model, as scoring and serving do, in a fresh child process, once alone
 and once in two threads at the same time (two requests at once); the figure is the child's peak
-resident memory (``ru_maxrss``), which counts OpenCV's allocations that tracemalloc does not
+resident memory (``VmHWM`` of the child itself: ``ru_maxrss`` would keep the forking parent's peak), which counts OpenCV's allocations that tracemalloc does not
 see, minus the child's resident memory before the decode. *Before* is ``imaging.py`` as it was
 at ``BEFORE`` (one pixel limit of 64 Mi px, first TIFF page only), *now* is the working tree's,
 with ``Limits.for_card`` of the model.
@@ -49,7 +49,7 @@ def bomb_set() -> list[tuple[str, str, bytes]]:
 
 
 CHILD = r"""
-import importlib.util, json, resource, sys, threading, time
+import importlib.util, json, sys, threading, time
 which, path, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if which == "now":
     from attnloop import imaging
@@ -62,7 +62,7 @@ else:
 card = ModelCard("abn_cifar", ("a", "b"), (64, 64), 3, (0.5,) * 3, (0.25,) * 3, (8, 8))
 limits = imaging.Limits.for_card(card) if which == "now" else imaging.Limits()
 data = open(path, "rb").read()
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss = lambda: int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))  # this process's own peak (ru_maxrss keeps the forking parent's)
 baseline, outcomes = rss(), [None] * threads
 def work(i):
     try:
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured {now} on {cpu_name()}, Python {platform.python_version()}, OpenCV {cv2.__version__}, numpy {np.__version__}.",
         "Each file is decoded and preprocessed for a 64 px, 3-channel model (decode → float → resize, as scoring",
         "and serving do) in a fresh child process: once alone, and once in two threads at the same time. A figure",
-        "is the child's peak resident memory (`ru_maxrss`) minus its resident memory just before the decode",
+        "is the child's own peak resident memory (`VmHWM`) minus its resident memory just before the decode",
         f"({baseline} MB: Python, numpy, OpenCV and the file). *Before* is `imaging.py` at",
         f"`{BEFORE[:10]}` with its default limit (64 Mi px, first TIFF page only); *now* is `Limits.for_card(card)`:",
         "4096² px per page, 96 MiB decoded over all pages (width × height × channels × bytes per sample, read",

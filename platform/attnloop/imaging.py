@@ -163,6 +163,18 @@ def read_header(data: bytes, *, max_pages: int = MAX_PAGES) -> Header | None:
     return Header(kind, tuple(pages)) if pages else None
 
 
+def _header_ends_early(data: bytes) -> bool:
+    """Does the file end before its header does (a copy cut short), rather than hold a bad one?"""
+    kind = _format(data)
+    try:
+        _READERS[kind](data, 1)
+    except struct.error:  # a field the header needs lies past the end of the data
+        return True
+    except Exception:
+        return False
+    return kind == "png" and len(data) < _PNG_HEADER_BYTES
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of the first page, from the header alone; None if unknown.
 
@@ -174,6 +186,9 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 
 _PNG_MODES = {0: ("gray", 1), 2: ("RGB", 3), 3: ("palette", 4), 4: ("gray+alpha", 4), 6: ("RGBA", 4)}
+
+
+_PNG_HEADER_BYTES = 33  # signature, then the IHDR chunk: length, type, 13 bytes of fields, CRC
 
 
 def _png_pages(data: bytes, max_pages: int) -> list[Page] | None:
@@ -458,6 +473,8 @@ def decode(data: bytes, *, limits: Limits = Limits(), name: str = "image", gate:
         raise ImageError("corrupt", f"{name} could not be decoded as {FORMATS}: it starts with none of their signatures")
     header = read_header(data, max_pages=limits.max_pages)
     if header is None:
+        if _header_ends_early(data):
+            raise ImageError("truncated", f"{name} ends inside its {kind.upper()} header ({len(data)} bytes); the file is truncated")
         raise ImageError("corrupt", f"{name} could not be decoded: it starts like a {kind.upper()} file, but its header cannot be read")
     _check_header(header, limits, name)
     if kind in _ENDS and _ENDS[kind][0](data) is None:

@@ -154,12 +154,13 @@ def test_small_decodes_never_wait_while_large_ones_do():
 
 
 CHILD = """
-import json, resource, sys
+import json, sys
 from attnloop import imaging
 from attnloop.card import ModelCard
 card = ModelCard("abn_cifar", ("a", "b"), (64, 64), 3, (0.5,) * 3, (0.25,) * 3, (8, 8))
 files = [open(p, "rb").read() for p in sys.argv[1:]]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = lambda: int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))  # ru_maxrss would keep pytest's own peak across the exec
+before = peak()
 reasons = []
 for data in files:
     for limits in (imaging.Limits.for_card(card), imaging.Limits()):
@@ -168,7 +169,7 @@ for data in files:
             reasons.append(None)
         except imaging.ImageError as err:
             reasons.append(err.reason)
-print(json.dumps({"before_kb": before, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "reasons": reasons}))
+print(json.dumps({"before_kb": before, "peak_kb": peak(), "reasons": reasons}))
 """
 
 
@@ -200,3 +201,17 @@ def test_tiff_whose_pages_loop_is_refused_and_the_walk_ends():
     with pytest.raises(ImageError, match="header cannot be read") as err:
         imaging.decode(bytes(data), name="loop.tif")
     assert err.value.reason == "corrupt" and time.perf_counter() - started < 0.5
+
+
+def test_a_file_cut_inside_its_header_is_truncated_and_a_bad_header_corrupt():
+    png = zero_png(8, 8)
+    tiff = zero_tiff([(8, 8)])
+    for cut in (png[:14], png[:30], tiff[:12]):
+        with pytest.raises(ImageError) as err:
+            imaging.decode(cut)
+        assert err.value.reason == "truncated", (cut, str(err.value))
+    bad = bytearray(png)
+    bad[12:16] = b"XXXX"  # as long as a header, but no IHDR where it must be
+    with pytest.raises(ImageError) as err:
+        imaging.decode(bytes(bad))
+    assert err.value.reason == "corrupt"
