@@ -128,15 +128,27 @@ def ranked_candidates(
     disagreement and background attention; on `mill` it led from 50 corrections
     (docs/benchmarks/strategies.md). It needs ``limit``, the batch size.
     """
-    from attnloop.scoring import read_scores
+    _check_ranking(ranking)
+    return _ranked(store, _scored_rows(store, model_version), limit=limit, exclude=exclude, ranking=ranking)
 
+
+def _check_ranking(ranking: str) -> None:
     if ranking not in RANKINGS:
         raise ValueError(f"unknown ranking {ranking!r}; valid names: {', '.join(RANKINGS)}")
+
+
+def _scored_rows(store: Store, model_version: str) -> list[dict]:
+    from attnloop.scoring import read_scores
+
     table = read_scores(store, model_version=model_version)
     if table is None:
         raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
+    return table.to_pylist()
+
+
+def _ranked(store: Store, every: list[dict], *, limit: int | None, exclude: Collection[str], ranking: str) -> list[Candidate]:
+    """:func:`ranked_candidates` over rows already read."""
     excluded = set(exclude)
-    every = table.to_pylist()
     ranked = with_ranks([Candidate.from_row(row) for row in every])
     rows = [row for row, c in zip(every, ranked) if c.key not in excluded]
     fresh = [c for c in ranked if c.key not in excluded]
@@ -313,14 +325,13 @@ def push_scored(
     chosen by ``ranking`` (:func:`ranked_candidates`). Listing, ranking and creating hold the
     project's lease, so two pushes at once never choose the same frames. ``skipped_existing``
     counts the scored frames that already have a task."""
-    from attnloop.scoring import read_scores
-
+    _check_ranking(ranking)
     pid = project_id(project)
     with _project_lease(store, pid, wait=lease_wait) as held:
         existing, open_count = existing_tasks(ls, pid)
-        candidates = ranked_candidates(store, model_version, limit=limit, exclude=existing, ranking=ranking)
-        scored = read_scores(store, model_version=model_version, columns=["key"])
-        queued = len(set(scored["key"].to_pylist()) & existing) if scored is not None else 0
+        rows = _scored_rows(store, model_version)  # read once: for the ranking and the count of frames already queued
+        candidates = _ranked(store, rows, limit=limit, exclude=existing, ranking=ranking)
+        queued = len({row["key"] for row in rows} & existing)
         result = _create(
             ls, pid, candidates, existing, open_count, store=store, model_version=model_version, max_open=max_open,
             batch_size=batch_size, image_url=None, document_root=document_root, check=held.check,
