@@ -30,10 +30,11 @@ def test_forward_shapes_and_attention_range(name, size, channels):
     assert torch.isfinite(out.logits).all()
 
 
-def test_msabn_attention_has_twice_the_resolution_of_abn():
-    abn = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3)
+def test_msabn_attention_has_twice_the_resolution_of_abn_and_the_local_branch_that_of_the_first_stage():
+    abn = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3, attention={"branch": "last"})
     msabn = make_card("msabn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3)
-    assert abn.attention_size == (14, 14) and msabn.attention_size == (28, 28)
+    local = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3)
+    assert abn.attention_size == (14, 14) and msabn.attention_size == (28, 28) and local.attention_size == (56, 56)
     assert make_card("msabn_cifar", class_names=["a", "b"], input_size=(64, 64), channels=1).attention_size == (32, 32)
 
 
@@ -81,7 +82,7 @@ def test_init_weights_from_a_torchvision_state_dict(tmp_path):
     torch.manual_seed(1)
     reference = torchvision.models.resnet18(weights=None, num_classes=1000)
     torch.save(reference.state_dict(), tmp_path / "resnet18.pth")
-    card = make_card("abn_resnet18", class_names=["a", "b"], input_size=(64, 64), channels=1)
+    card = make_card("abn_resnet18", class_names=["a", "b"], input_size=(64, 64), channels=1, attention={"branch": "last"})
     model: ABN = build_model(card)
     report = load_init_weights(model, tmp_path / "resnet18.pth")
     assert "fc.weight" in report.skipped  # 1000 classes do not fit 2
@@ -92,6 +93,14 @@ def test_init_weights_from_a_torchvision_state_dict(tmp_path):
     torch.testing.assert_close(model.attention_stage[0].conv1.weight, reference.layer4[0].conv1.weight)
     torch.testing.assert_close(model.features[2][1].conv2.weight, reference.layer3[1].conv2.weight)
     assert model.attention_stage[0].conv1.stride == (1, 1) and model.perception_stage[0].conv1.stride == (2, 2)
+    # the local branch splits after layer1: layer2–layer4 are its perception stages
+    local = build_model(make_card("abn_resnet18", class_names=["a", "b"], input_size=(64, 64), channels=1))
+    assert local.branch == "local"
+    report = load_init_weights(local, tmp_path / "resnet18.pth")
+    torch.testing.assert_close(local.features[0][1].conv2.weight, reference.layer1[1].conv2.weight)
+    torch.testing.assert_close(local.perception_stage[0][0].conv1.weight, reference.layer2[0].conv1.weight)
+    torch.testing.assert_close(local.perception_stage[2][1].conv2.weight, reference.layer4[1].conv2.weight)
+    assert report.skipped == ["fc.weight", "fc.bias"] or set(report.skipped) == {"fc.weight", "fc.bias"}
 
 
 def test_init_weights_that_fit_nothing_are_refused(tmp_path):

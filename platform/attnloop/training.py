@@ -1,7 +1,9 @@
 """Train or fine-tune an attention model, with box guidance on the samples people annotated.
 
 Loss = CE(perception logits) + CE(attention-branch logits) + λ · guidance, where guidance (see
-:mod:`attnloop.guidance`) is computed on the samples that carry human input only. Optional
+:mod:`attnloop.guidance`) is computed on the samples that carry human input only. New models
+gate perception by the map (``M · g``) and add an area prior and attention mining
+(:mod:`attnloop.mining`), so the map shows what the prediction uses, guided or not. Optional
 counterexamples (the region outside the boxes taken from another image) are appended to each
 batch for those samples (``append``) or take their place (``replace``). Seeded and
 deterministic on the CPU.
@@ -30,7 +32,10 @@ from attnloop.card import ModelCard
 from attnloop.datasets import Annotation, Record, by_split, class_names, from_manifest_boxes, read_annotations, read_manifest
 from attnloop.evaluation import summarize
 from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, map_target
+from attnloop.mining import area_prior, gate_floor, mining_loss
 from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
+from attnloop.models.abn import BRANCHES, GATES
+from attnloop.models.checkpoint import default_attention
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
+    gate: str = "multiply"  # residual ((1 + M) · g, the original ABN) | multiply (M · g); new models only
+    branch: str | None = None  # last (ABN: a stride-1 copy of the last stage) | local (a block on the first stage, whose map gates it); None: the architecture's default
+    area_target: float = 0.15  # share of the image the map should open (the typical size of the evidence)
+    area_weight: float = 10.0  # weight of the area prior (multiply gate only)
+    mining_weight: float = 1.0  # weight of attention mining: the image with its attended region erased loses its class
+    anneal: float = 0.3  # share of training over which the gate goes from (1 + M) · g to M · g
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
     counterexamples: str = "none"  # none | append | replace
@@ -66,6 +77,19 @@ class TrainConfig:
         if self.counterexamples not in COUNTEREXAMPLES:
             raise ValueError(
                 f"unknown counterexample mode {self.counterexamples!r}; valid names: {', '.join(COUNTEREXAMPLES)}"
+            )
+        if self.gate not in GATES:
+            raise ValueError(f"unknown gate {self.gate!r}; valid names: {', '.join(GATES)}")
+        if self.branch is None:
+            self.branch = default_attention(self.arch)["branch"]
+        if self.branch not in BRANCHES:
+            raise ValueError(f"unknown attention branch {self.branch!r}; valid names: {', '.join(BRANCHES)}")
+        if not 0.0 < self.area_target < 1.0:
+            raise ValueError(f"area_target is a share of the image in (0, 1), got {self.area_target}")
+        if min(self.area_weight, self.mining_weight) < 0 or not 0.0 <= self.anneal <= 1.0:
+            raise ValueError(
+                f"area_weight and mining_weight must be ≥ 0 and anneal in [0, 1]; got {self.area_weight}, "
+                f"{self.mining_weight}, {self.anneal}"
             )
         if not 0.0 <= self.guided_share < 1.0:
             raise ValueError(f"guided_share is a share of each batch in [0, 1), got {self.guided_share}")
@@ -238,7 +262,8 @@ def _new_card(config: TrainConfig, records: Sequence[Record], root: Path, classe
     pixels = np.concatenate([imaging.resize(imaging.match_channels(x, channels), size).reshape(-1, channels) for x in sample])
     mean = pixels.mean(axis=0).round(4).tolist()
     std = np.maximum(pixels.std(axis=0), 1e-3).round(4).tolist()
-    return make_card(config.arch, class_names=classes, input_size=size, channels=channels, mean=mean, std=std)
+    attention = {"gate": config.gate, "branch": config.branch, **({"area_target": config.area_target} if config.gate == "multiply" else {})}
+    return make_card(config.arch, class_names=classes, input_size=size, channels=channels, mean=mean, std=std, attention=attention)
 
 
 def data_hash(root: str | Path, annotations_path: str | Path | None = None) -> str:
@@ -327,10 +352,15 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
     steps = config.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     history = []
+    gated = getattr(model, "gate", "residual") == "multiply"
+    # a model built for M · g starts from (1 + M) · g; one fine-tuned from such a model is already there
+    anneal = config.anneal if gated and config.init_from is None else 0.0
+    area_target = getattr(model, "opening", None) or config.area_target
     bar = tqdm(total=steps, desc="training", disable=not progress, unit="batch")
+    step = 0
     for epoch in range(config.epochs):
         model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "correct": 0, "seen": 0}
+        sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "area": 0.0, "mining": 0.0, "correct": 0, "seen": 0}
         for images, labels, targets, inside, guided in loader:
             if config.counterexamples != "none" and guided.any():
                 extra, source = counterexamples(images, inside, guided, generator=generator)
@@ -341,20 +371,29 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
                     images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
                     targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
             images, labels, targets, guided = (t.to(device, non_blocking=True) for t in (images, labels, targets, guided))
+            if gated:
+                model.floor = gate_floor(step, steps, anneal=anneal)
             out = model(images)
             ce = F.cross_entropy(out.logits, labels)
             attention_ce = F.cross_entropy(out.attention_logits, labels)
             loss = ce + attention_ce
-            guide = torch.zeros(())
+            guide = area = mining = torch.zeros(())
             if config.guidance != "none" and guided.any():
                 guide = guidance_loss(config.guidance, out.attention, targets, guided)
                 loss = loss + config.guidance_weight * guide
+            if gated and config.area_weight > 0:
+                area = area_prior(out.attention, area_target)
+                loss = loss + config.area_weight * area
+            if config.mining_weight > 0:
+                mining = mining_loss(model, images, out.attention, labels)
+                loss = loss + config.mining_weight * mining
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             n = len(labels)
-            for key, value in (("loss", loss), ("ce", ce), ("attention_ce", attention_ce), ("guidance", guide)):
+            step += 1
+            for key, value in (("loss", loss), ("ce", ce), ("attention_ce", attention_ce), ("guidance", guide), ("area", area), ("mining", mining)):
                 sums[key] += float(value.detach()) * n
             sums["correct"] += int((out.logits.argmax(1) == labels).sum())
             sums["seen"] += n
@@ -364,6 +403,8 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
         record = {"epoch": epoch + 1, "accuracy": sums.pop("correct") / seen, **{k: v / seen for k, v in sums.items()}}
         history.append(record)
     bar.close()
+    if gated:
+        model.floor = 0.0
     return history
 
 

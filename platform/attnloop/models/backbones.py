@@ -124,17 +124,21 @@ def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (have / in_channels)
 
 
-def torchvision_key_map(key: str) -> list[str]:
+def torchvision_key_map(key: str, *, branch: str = "last") -> list[str]:
     """Where a key of a torchvision ResNet state dict goes in an (MS-)ABN built on it.
 
-    ``layer4`` is both the perception stage and the template of the attention stage, so its
-    weights initialize both, as in the ABN paper's fine-tuning from ImageNet weights.
+    With the ``last`` branch, ``layer4`` is both the perception stage and the template of the
+    attention stage, so its weights initialize both, as in the ABN paper's fine-tuning from
+    ImageNet weights. With the ``local`` branch, ``layer1`` is the split and ``layer2``–``layer4``
+    the perception stages; the local attention block starts fresh.
     """
     head, _, rest = key.partition(".")
     if head == "conv1":
         return [f"stem.0.{rest}"]
     if head == "bn1":
         return [f"stem.1.{rest}"]
+    if branch == "local" and head in ("layer2", "layer3", "layer4"):
+        return [f"perception_stage.{int(head[-1]) - 2}.{rest}"]
     if head in ("layer1", "layer2", "layer3"):
         return [f"features.{int(head[-1]) - 1}.{rest}"]
     if head == "layer4":

@@ -15,11 +15,26 @@ from torch import nn
 
 from attnloop.card import ModelCard
 from attnloop.models._registry import get_model
+from attnloop.models.abn import LEGACY_ATTENTION, check_attention
 from attnloop.models.backbones import adapt_input_conv, torchvision_key_map
 
 
+def default_attention(arch: str) -> dict[str, Any]:
+    """How new models gate perception by the map (docs/benchmarks/faithfulness.md): ``M · g`` from a local
+    branch for ABNs; MS-ABNs keep their branch on the last stage."""
+    return {"gate": "multiply", "branch": "last" if arch.startswith("msabn") else "local", "area_target": 0.15}
+
+
+
 def build_model(card: ModelCard) -> nn.Module:
-    return get_model(card.arch, num_classes=card.num_classes, in_channels=card.channels, input_size=card.input_size)
+    """The card's architecture; its ``extra["attention"]`` says how the map gates perception (absent: the original ABN)."""
+    return get_model(
+        card.arch,
+        num_classes=card.num_classes,
+        in_channels=card.channels,
+        input_size=card.input_size,
+        attention=card.extra.get("attention", LEGACY_ATTENTION),
+    )
 
 
 def make_card(
@@ -31,8 +46,12 @@ def make_card(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     extra: dict[str, Any] | None = None,
+    attention: dict[str, Any] | None = None,
 ) -> ModelCard:
-    """A card for a new model; the attention resolution is read off one forward pass."""
+    """A card for a new model; the attention resolution is read off one forward pass.
+
+    ``attention`` (``gate``, ``branch``, ``area_target``) defaults to :func:`default_attention`.
+    """
     card = ModelCard(
         arch=arch,
         class_names=tuple(class_names),
@@ -41,7 +60,7 @@ def make_card(
         mean=tuple(mean) if mean is not None else (0.5,) * channels,
         std=tuple(std) if std is not None else (0.25,) * channels,
         attention_size=(0, 0),
-        extra=dict(extra or {}),
+        extra={**dict(extra or {}), "attention": check_attention(attention or default_attention(arch))},
     )
     model = build_model(card).eval()
     with torch.no_grad():
@@ -72,7 +91,7 @@ def load_init_weights(model: nn.Module, path: str | Path) -> WeightsReport:
     mapped: dict[str, torch.Tensor] = {}
     skipped: list[str] = []
     for key, value in state.items():
-        targets = [key] if key in own else torchvision_key_map(key)
+        targets = [key] if key in own else torchvision_key_map(key, branch=getattr(model, "branch", "last"))
         targets = [t for t in targets if t in own]
         if not targets:
             skipped.append(key)

@@ -11,13 +11,15 @@ from attnloop.models.backbones import cifar_resnet, torchvision_resnet
 _HEADS = {"abn": ABN, "msabn": MSABN}
 
 
-def _build(head: str, base: str, *, num_classes: int, in_channels: int = 3, input_size=(224, 224), **kwargs) -> nn.Module:
+def _build(
+    head: str, base: str, *, num_classes: int, in_channels: int = 3, input_size=(224, 224), attention: dict | None = None, **kwargs
+) -> nn.Module:
     input_size = tuple(input_size)
     if base == "cifar":
         backbone = cifar_resnet(in_channels=in_channels, input_size=input_size, **kwargs)
     else:
         backbone = torchvision_resnet(base, in_channels=in_channels, input_size=input_size, **kwargs)
-    return _HEADS[head](backbone, num_classes)
+    return _HEADS[head](backbone, num_classes, attention=attention)
 
 
 @register_model
