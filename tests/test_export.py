@@ -7,6 +7,7 @@ from attnloop.card import ModelCard
 from attnloop.export import export_onnx, parity
 from attnloop.imaging import encode_png
 from attnloop.models import OUTPUT_NAMES, build_model, list_models, make_card
+from attnloop.models.checkpoint import faithful_attention
 from attnloop.runtime import OnnxModel, cuda_usable
 
 LIMIT = 1e-4
@@ -19,11 +20,14 @@ def raw_images(card: ModelCard, count: int = 3) -> list[bytes]:
     return [encode_png(rng.integers(0, 256, size=(card.input_size[0] + 7, card.input_size[1] - 5, channels), dtype=np.uint8)) for _ in range(count)]
 
 
+@pytest.mark.parametrize("form", ["original", "faithful"])
 @pytest.mark.parametrize("arch", list_models())
-def test_onnx_parity_on_raw_bytes(arch, tmp_path):
+def test_onnx_parity_on_raw_bytes(arch, form, tmp_path):
+    """Every architecture, in the original ABN form and in the faithful one (``M · g``, local branch for ABNs)."""
     torch.manual_seed(0)
     size = (32, 32) if "cifar" in arch else (64, 64)
-    card = make_card(arch, class_names=["ok", "hole", "spot"], input_size=size, channels=3 if "resnet" in arch else 1)
+    attention = faithful_attention(arch) if form == "faithful" else {"gate": "residual", "branch": "last"}
+    card = make_card(arch, class_names=["ok", "hole", "spot"], input_size=size, channels=3 if "resnet" in arch else 1, attention=attention)
     model = build_model(card).eval()
     path = export_onnx(model, card, tmp_path / "model.onnx")
     diff = parity(model, card, path, raw_images(card))

@@ -1,9 +1,9 @@
 """Train or fine-tune an attention model, with box guidance on the samples people annotated.
 
 Loss = CE(perception logits) + CE(attention-branch logits) + λ · guidance, where guidance (see
-:mod:`attnloop.guidance`) is computed on the samples that carry human input only. New models
-gate perception by the map (``M · g``) and add an area prior and attention mining
-(:mod:`attnloop.mining`), so the map shows what the prediction uses, guided or not. Optional
+:mod:`attnloop.guidance`) is computed on the samples that carry human input only. Optionally
+the map gates perception (``M · g``, from a local branch) with an area prior and attention
+mining (:mod:`attnloop.mining`), so the map shows what the prediction uses, guided or not. Optional
 counterexamples (the region outside the boxes taken from another image) are appended to each
 batch for those samples (``append``) or take their place (``replace``). Seeded and
 deterministic on the CPU.
@@ -52,11 +52,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
-    gate: str = "multiply"  # residual ((1 + M) · g, the original ABN) | multiply (M · g); new models only
+    gate: str = "residual"  # residual ((1 + M) · g, the original ABN) | multiply (M · g); new models only
     branch: str | None = None  # last (ABN: a stride-1 copy of the last stage) | local (a block on the first stage, whose map gates it); None: the architecture's default
     area_target: float = 0.15  # share of the image the map should open (the typical size of the evidence)
     area_weight: float = 10.0  # weight of the area prior (multiply gate only)
-    mining_weight: float = 1.0  # weight of attention mining: the image with its attended region erased loses its class
+    mining_weight: float = 0.0  # weight of attention mining: the image with its attended region erased loses its class
     anneal: float = 0.3  # share of training over which the gate goes from (1 + M) · g to M · g
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
