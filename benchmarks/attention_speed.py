@@ -1,4 +1,4 @@
-"""ONNX Runtime throughput of the default attention (local branch, ``M · g``) against the original ABN's.
+"""ONNX Runtime throughput of the faithful attention (local branch, ``M · g``) against the original ABN's.
 
 Both forms of each architecture are exported and run on the same batch with the same threads,
 in alternating rounds of one process, so the ratio is measured under the same machine load.
@@ -34,7 +34,7 @@ BATCHES = (1, 32)
 
 def measure(arch: str, side: int, batch: int, *, threads: int, seconds: float, rounds: int, workdir: Path) -> dict:
     runtimes = {}
-    for name, attention in (("original", LEGACY_ATTENTION), ("default", faithful_attention(arch))):
+    for name, attention in (("original", LEGACY_ATTENTION), ("faithful", faithful_attention(arch))):
         card = make_card(arch, class_names=[f"c{i}" for i in range(10)], input_size=(side, side), channels=3, attention=attention)
         path = export_onnx(build_model(card).eval(), card, workdir / f"{arch}_{side}_{name}.onnx")
         runtimes[name] = (OnnxModel(path, device="cpu", threads=threads), card)
@@ -43,16 +43,16 @@ def measure(arch: str, side: int, batch: int, *, threads: int, seconds: float, r
     for _ in range(rounds):
         for name, (runtime, _) in runtimes.items():
             rates[name].append(throughput(lambda: runtime.run(x), batch, seconds))
-    original, default = statistics.median(rates["original"]), statistics.median(rates["default"])
+    original, faithful = statistics.median(rates["original"]), statistics.median(rates["faithful"])
     return {
         "arch": arch,
         "input": side,
         "batch": batch,
         "original": original,
-        "default": default,
-        "ratio": default / original,
-        "maps": (runtimes["original"][1].attention_size, runtimes["default"][1].attention_size),
-        "attention": runtimes["default"][1].extra["attention"],
+        "faithful": faithful,
+        "ratio": faithful / original,
+        "maps": (runtimes["original"][1].attention_size, runtimes["faithful"][1].attention_size),
+        "attention": runtimes["faithful"][1].extra["attention"],
     }
 
 
@@ -69,19 +69,19 @@ def main() -> int:
             for batch in BATCHES:
                 row = measure(arch, side, batch, threads=args.threads, seconds=args.seconds, rounds=args.rounds, workdir=Path(tmp))
                 rows.append(row)
-                print(f"{arch:14} {side:>4}px batch {batch:>3}: original {row['original']:8.1f} img/s, default {row['default']:8.1f} img/s, {row['ratio']:.2f}×", flush=True)
+                print(f"{arch:14} {side:>4}px batch {batch:>3}: original {row['original']:8.1f} img/s, faithful {row['faithful']:8.1f} img/s, {row['ratio']:.2f}×", flush=True)
     table = [
-        "| model | input | batch | default attention | map (original → default) | original ABN (img/s) | default (img/s) | default / original |",
+        "| model | input | batch | faithful attention | map (original → faithful) | original ABN (img/s) | faithful (img/s) | faithful / original |",
         "|---|---|---|---|---|---|---|---|",
         *[
             f"| {r['arch']} | {r['input']} px | {r['batch']} | {r['attention']['gate']}, {r['attention']['branch']} branch "
-            f"| {r['maps'][0][0]}×{r['maps'][0][1]} → {r['maps'][1][0]}×{r['maps'][1][1]} | {r['original']:.1f} | {r['default']:.1f} | {r['ratio']:.2f}× |"
+            f"| {r['maps'][0][0]}×{r['maps'][0][1]} → {r['maps'][1][0]}×{r['maps'][1][1]} | {r['original']:.1f} | {r['faithful']:.1f} | {r['ratio']:.2f}× |"
             for r in rows
         ],
     ]
     report = "\n".join(
         [
-            "# Inference speed: the default attention against the original ABN",
+            "# Inference speed: the faithful attention against the original ABN",
             "",
             "Command (from the repository root):",
             "",
@@ -93,7 +93,7 @@ def main() -> int:
             f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()} ({args.threads} threads), Python "
             f"{platform.python_version()}, onnxruntime {ort.__version__} (CPU provider). *Original*: Fukui et al.'s ABN "
             "(`(1 + M) · g`, the map from a stride-1 copy of the last stage), the form of models made before the gate was a "
-            "choice; *default*: what `attnloop train` makes now (docs/benchmarks/faithfulness.md). 3-channel inputs, 10 "
+            "choice; *faithful*: the form under measurement to become the default (docs/benchmarks/faithfulness.md). 3-channel inputs, 10 "
             f"classes, random weights. Each figure is the median of {args.rounds} alternating rounds of {args.seconds:g} s per "
             "model in one process; ratios compare figures of the same run.",
             "",

@@ -65,6 +65,7 @@ def measure(result, *, training: str, seed: int, sizes: dict[str, tuple[int, int
     from attnloop import faithfulness
     from attnloop.evaluation import energy_share
     from attnloop.proposals import attention_box
+    from attnloop.training import prediction_flips
 
     model, data = result.model.eval(), result.sets["test"]
     grid = tuple(result.card.attention_size)
@@ -86,10 +87,7 @@ def measure(result, *, training: str, seed: int, sizes: dict[str, tuple[int, int
     area = float(flat[has_confounder].mean()) if has_confounder.any() else float("nan")
     wrong_reason = float(np.nanmean(energy_share(attention, confounders))) if has_confounder.any() else float("nan")
 
-    with torch.no_grad():
-        blank = torch.from_numpy(confounders).float()[:, None]
-        blank = (F.interpolate(blank, size=data.images.shape[-2:], mode="nearest") > 0).float()
-        flips = (model(data.images * (1 - blank)).logits.argmax(1).numpy() != predicted) & has_confounder
+    flips = prediction_flips(model, data.images, confounders)
 
     target = boxes if training == "all boxes" else confounders
     hits = faithfulness.pointing(attention, target)
@@ -239,7 +237,7 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         "## Cost per image",
         "",
         f"One CPU thread per run: attention map (one forward pass, batched) {statistics.mean(map_ms):.2f} ms; occlusion map "
-        f"({rows[0]['grid_cells'] if rows and 'grid_cells' in rows[0] else 'h·w'} forward passes) {statistics.mean(occlusion_ms):.1f} ms "
+        f"({OCCLUSION_GRID[0] * OCCLUSION_GRID[1]} forward passes) {statistics.mean(occlusion_ms):.1f} ms "
         f"({statistics.mean(occlusion_ms) / max(statistics.mean(map_ms), 1e-9):.0f}× the map). Training: "
         + ", ".join(
             f"{name} {statistics.mean([r['train_seconds'] for r in rows if r['variant'] == name]):.0f} s"

@@ -53,7 +53,6 @@ def area_prior(attention: torch.Tensor, target: float) -> torch.Tensor:
     return ((attention.mean(dim=(1, 2, 3)) - target) ** 2).mean()
 
 
-
 def gate_floor(step: int, steps: int, *, anneal: float) -> float:
     """The gate's floor at ``step`` of ``steps``: 1 → 0 linearly over the first ``anneal`` share, then 0."""
     if anneal <= 0.0:

@@ -35,7 +35,6 @@ from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, 
 from attnloop.mining import area_prior, gate_floor, mining_loss
 from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
 from attnloop.models.abn import BRANCHES, GATES
-from attnloop.models.checkpoint import default_attention
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
     gate: str = "residual"  # residual ((1 + M) · g, the original ABN) | multiply (M · g); new models only
-    branch: str | None = None  # last (ABN: a stride-1 copy of the last stage) | local (a block on the first stage, whose map gates it); None: the architecture's default
+    branch: str = "last"  # last (ABN: a stride-1 copy of the last stage) | local (a block on the first stage, whose map gates it)
     area_target: float = 0.15  # share of the image the map should open (the typical size of the evidence)
     area_weight: float = 10.0  # weight of the area prior (multiply gate only)
     mining_weight: float = 0.0  # weight of attention mining: the image with its attended region erased loses its class
@@ -80,8 +79,6 @@ class TrainConfig:
             )
         if self.gate not in GATES:
             raise ValueError(f"unknown gate {self.gate!r}; valid names: {', '.join(GATES)}")
-        if self.branch is None:
-            self.branch = default_attention(self.arch)["branch"]
         if self.branch not in BRANCHES:
             raise ValueError(f"unknown attention branch {self.branch!r}; valid names: {', '.join(BRANCHES)}")
         if not 0.0 < self.area_target < 1.0:
@@ -203,27 +200,35 @@ def predict(model: nn.Module, images: torch.Tensor, *, batch_size: int = 128) ->
 
 
 @torch.no_grad()
+def prediction_flips(model: nn.Module, images: torch.Tensor, masks: np.ndarray, *, batch_size: int = 128) -> np.ndarray:
+    """Per image, whether the prediction changes when the masked region is blanked (set to the
+    training mean, 0 after normalization); False where the mask is empty."""
+    model.eval()
+    device = _device_of(model)
+    has = masks.reshape(len(masks), -1).any(axis=1)
+    flips = np.zeros(len(images), bool)
+    for start in range(0, len(images), batch_size):
+        keep = has[start : start + batch_size]
+        if not keep.any():
+            continue
+        x = images[start : start + batch_size][torch.from_numpy(keep)].to(device)
+        m = torch.from_numpy(masks[start : start + batch_size][keep]).float()[:, None].to(device)
+        m = (F.interpolate(m, size=x.shape[-2:], mode="nearest") > 0).float()
+        changed = (model(x).logits.argmax(1) != model(x * (1 - m)).logits.argmax(1)).cpu().numpy()
+        flips[start : start + batch_size][keep] = changed
+    return flips
+
+
 def reliance(model: nn.Module, images: torch.Tensor, masks: np.ndarray, *, batch_size: int = 128) -> float | None:
-    """Share of predictions that change when the masked region is blanked (set to the training mean, 0 after normalization).
+    """Share of predictions that change when the masked region is blanked (:func:`prediction_flips`).
 
     The attention map is what a model *shows*; this is what it *uses*: an unguided model can
     hinge on a shortcut its map does not point at. Images with an empty mask are not counted.
     """
-    model.eval()
-    device = _device_of(model)
     has = masks.reshape(len(masks), -1).any(axis=1)
     if not has.any():
         return None
-    flips = []
-    for start in range(0, len(images), batch_size):
-        x = images[start : start + batch_size][has[start : start + batch_size]].to(device)
-        if not len(x):
-            continue
-        m = torch.from_numpy(masks[start : start + batch_size][has[start : start + batch_size]]).float()[:, None].to(device)
-        m = (F.interpolate(m, size=x.shape[-2:], mode="nearest") > 0).float()
-        blanked = x * (1 - m)
-        flips.append((model(x).logits.argmax(1) != model(blanked).logits.argmax(1)).float())
-    return float(torch.cat(flips).mean())
+    return float(prediction_flips(model, images, masks, batch_size=batch_size)[has].mean())
 
 
 def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> dict:

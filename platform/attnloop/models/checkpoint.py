@@ -25,13 +25,6 @@ def faithful_attention(arch: str) -> dict[str, Any]:
     return {"gate": "multiply", "branch": "last" if arch.startswith("msabn") else "local", "area_target": 0.15}
 
 
-def default_attention(arch: str) -> dict[str, Any]:
-    """How new models gate perception by the map: the original ABN until the faithfulness benchmark
-    has measured the candidate (:func:`faithful_attention`) on every family and seed."""
-    return dict(LEGACY_ATTENTION, branch="last")
-
-
-
 def build_model(card: ModelCard) -> nn.Module:
     """The card's architecture; its ``extra["attention"]`` says how the map gates perception (absent: the original ABN)."""
     return get_model(
@@ -56,7 +49,8 @@ def make_card(
 ) -> ModelCard:
     """A card for a new model; the attention resolution is read off one forward pass.
 
-    ``attention`` (``gate``, ``branch``, ``area_target``) defaults to :func:`default_attention`.
+    ``attention`` (``gate``, ``branch``, ``area_target``) defaults to the original ABN until the
+    faithfulness benchmark has measured the candidate (:func:`faithful_attention`) on every family.
     """
     card = ModelCard(
         arch=arch,
@@ -66,7 +60,7 @@ def make_card(
         mean=tuple(mean) if mean is not None else (0.5,) * channels,
         std=tuple(std) if std is not None else (0.25,) * channels,
         attention_size=(0, 0),
-        extra={**dict(extra or {}), "attention": check_attention(attention or default_attention(arch))},
+        extra={**dict(extra or {}), "attention": check_attention(attention or LEGACY_ATTENTION)},
     )
     model = build_model(card).eval()
     with torch.no_grad():
