@@ -132,7 +132,32 @@ def measure(result, *, training: str, seed: int, sizes: dict[str, tuple[int, int
         row[f"deletion_{name}"] = float(curves["deletion"].mean())
         row[f"insertion_{name}"] = float(curves["insertion"].mean())
     row["occlusion_pointing"] = float(np.nanmean(faithfulness.pointing(occlusion, target[pick])))
+    row.update(signal_auroc(out, flips))
     return row
+
+
+SIGNALS = ("background_attention", "attention_spread", "branch_disagreement", "margin")
+
+
+def signal_auroc(out, flips: np.ndarray) -> dict[str, float]:
+    """How well each priority signal ranks the images whose prediction the confounder decides first (ROC AUC;
+    0.5: no better than random order)."""
+    import torch.nn.functional as F
+    from sklearn.metrics import roc_auc_score
+
+    from attnloop.priority import signals
+
+    attention = out.attention.numpy()
+    p, q = F.softmax(out.logits, 1).numpy(), F.softmax(out.attention_logits, 1).numpy()
+    scores = {
+        "background_attention": signals.background_attention(attention, object_fraction=0.15),
+        "attention_spread": signals.attention_spread(attention),
+        "branch_disagreement": signals.branch_disagreement(p, q),
+        "margin": signals.margin(p),
+    }
+    if flips.all() or not flips.any():
+        return {f"auroc_{name}": float("nan") for name in scores}
+    return {f"auroc_{name}": float(roc_auc_score(flips, score)) for name, score in scores.items()}
 
 
 def run_one(task: dict) -> dict:
@@ -230,6 +255,21 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
                 f"| {col('insertion_map')} / {col('insertion_random')} / {col('insertion_occlusion')} | {col('proposal_iou', 2)} |"
             )
         lines.append("")
+        signal_rows = [k for k in keys if k[1] == rate and k[2] == "unguided" and all("auroc_margin" in r for r in groups[k])]
+        if signal_rows:
+            lines += [
+                "Do the priority signals find the frames the shortcut decides? ROC AUC of each signal (higher = sooner) "
+                "for the test images whose prediction blanking the confounder changes (0.5: a random order), unguided:",
+                "",
+                "| family | variant | seeds | " + " | ".join(name.replace("_", " ") for name in SIGNALS) + " |",
+                "|---|---|---|" + "---|" * len(SIGNALS),
+            ]
+            for k in signal_rows:
+                g = groups[k]
+                lines.append(
+                    f"| {k[0]} | {k[3]} | {len(g)} | " + " | ".join(fmt([r[f"auroc_{n}"] for r in g], 2) for n in SIGNALS) + " |"
+                )
+            lines.append("")
     seconds = [r["train_seconds"] for r in rows]
     map_ms = [1000 * r["map_seconds"] for r in rows]
     occlusion_ms = [1000 * r["occlusion_seconds"] for r in rows]
