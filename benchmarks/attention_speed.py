@@ -22,7 +22,7 @@ import onnxruntime as ort
 from attnloop.export import export_onnx
 from attnloop.models import build_model, make_card
 from attnloop.models.abn import LEGACY_ATTENTION
-from attnloop.models.checkpoint import faithful_attention
+from attnloop.models.checkpoint import default_attention
 from attnloop.runtime import OnnxModel
 
 from _common import cpu_name, emit
@@ -34,7 +34,7 @@ BATCHES = (1, 32)
 
 def measure(arch: str, side: int, batch: int, *, threads: int, seconds: float, rounds: int, workdir: Path) -> dict:
     runtimes = {}
-    for name, attention in (("original", LEGACY_ATTENTION), ("faithful", faithful_attention(arch))):
+    for name, attention in (("original", LEGACY_ATTENTION), ("faithful", default_attention(arch))):
         card = make_card(arch, class_names=[f"c{i}" for i in range(10)], input_size=(side, side), channels=3, attention=attention)
         path = export_onnx(build_model(card).eval(), card, workdir / f"{arch}_{side}_{name}.onnx")
         runtimes[name] = (OnnxModel(path, device="cpu", threads=threads), card)

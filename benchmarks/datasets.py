@@ -14,6 +14,7 @@ get.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,38 @@ def gradient_wrong_reason(model: torch.nn.Module, data: ImageSet, batch_size: in
     return float(np.concatenate(shares).mean())
 
 
+METRICS = ("train", "test", "attention_in_box", "wrong_reason", "gradient_wrong_reason", "object_reliance", "confounder_reliance")
+
+
+def run_one(task: tuple[str, int, str, int, int]) -> dict:
+    """One family, seed and training, in a worker process on one thread."""
+    family, seed, name, size, epochs = task
+    torch.set_num_threads(1)
+    options, boxes = TRAININGS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / f"{family}-{seed}"
+        records = make_dataset(family, root, seed=seed, size=size)
+        start = time.perf_counter()
+        result = train(
+            root,
+            TrainConfig(arch="abn_cifar", epochs=epochs, seed=seed, **options),
+            annotations=resolve_annotations(root, boxes),
+            progress=False,
+        )
+        splits = result.metrics["splits"]
+        return {
+            "family": family, "seed": seed, "training": name, "seconds": time.perf_counter() - start,
+            "area": confounder_area(root, records),
+            "train": splits["train"]["accuracy"],
+            "test": splits["test"]["accuracy"],
+            "attention_in_box": splits["test"]["attention_in_box"] or 0.0,
+            "wrong_reason": splits["test"]["wrong_reason"],
+            "gradient_wrong_reason": gradient_wrong_reason(result.model, result.sets["test"]),
+            "object_reliance": splits["test"]["object_reliance"] or 0.0,
+            "confounder_reliance": splits["test"]["confounder_reliance"],
+        }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
@@ -81,51 +114,32 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--size", type=int, default=240)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes, one thread each")
     args = parser.parse_args()
     families = args.families.split(",")
+    tasks = [(f, seed, name, args.size, args.epochs) for f in families for seed in range(args.seeds) for name in TRAININGS]
+    done = []
+    with multiprocessing.get_context("spawn").Pool(max(1, args.jobs), maxtasksperchild=1) as pool:
+        for r in pool.imap_unordered(run_one, tasks):
+            done.append(r)
+            print(
+                f"{r['family']:13} seed {r['seed']} {r['training']:9} train {r['train']:.3f} test {r['test']:.3f} "
+                f"in-box {r['attention_in_box']:.3f} wrong-reason map {r['wrong_reason']:.3f} "
+                f"gradients {r['gradient_wrong_reason']:.3f} "
+                f"reliance object {r['object_reliance']:.3f} confounder {r['confounder_reliance']:.3f} {r['seconds']:.0f} s",
+                flush=True,
+            )
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for family in families:
-            buckets = {name: {k: [] for k in ("train", "test", "attention_in_box", "wrong_reason", "gradient_wrong_reason", "object_reliance", "confounder_reliance")} for name in TRAININGS}
-            areas, seconds = [], []
-            for seed in range(args.seeds):
-                root = Path(tmp) / f"{family}-{seed}"
-                records = make_dataset(family, root, seed=seed, size=args.size)
-                areas.append(confounder_area(root, records))
-                for name, (options, boxes) in TRAININGS.items():
-                    start = time.perf_counter()
-                    result = train(
-                        root,
-                        TrainConfig(arch="abn_cifar", epochs=args.epochs, seed=seed, **options),
-                        annotations=resolve_annotations(root, boxes),
-                        progress=False,
-                    )
-                    seconds.append(time.perf_counter() - start)
-                    splits = result.metrics["splits"]
-                    b = buckets[name]
-                    b["train"].append(splits["train"]["accuracy"])
-                    b["test"].append(splits["test"]["accuracy"])
-                    b["attention_in_box"].append(splits["test"]["attention_in_box"] or 0.0)
-                    b["wrong_reason"].append(splits["test"]["wrong_reason"])
-                    b["gradient_wrong_reason"].append(gradient_wrong_reason(result.model, result.sets["test"]))
-                    b["object_reliance"].append(splits["test"]["object_reliance"] or 0.0)
-                    b["confounder_reliance"].append(splits["test"]["confounder_reliance"])
-                    print(
-                        f"{family:13} seed {seed} {name:9} train {b['train'][-1]:.3f} test {b['test'][-1]:.3f} "
-                        f"in-box {b['attention_in_box'][-1]:.3f} wrong-reason map {b['wrong_reason'][-1]:.3f} "
-                        f"gradients {b['gradient_wrong_reason'][-1]:.3f} "
-                        f"reliance object {b['object_reliance'][-1]:.3f} confounder {b['confounder_reliance'][-1]:.3f}",
-                        flush=True,
-                    )
-            chance = 1 / len(FAMILIES[family].classes)
-            for name, b in buckets.items():
-                rows.append(
-                    f"| {family} | {chance:.2f} | {statistics.mean(areas):.3f} | {name} | {fmt(b['train'])} | {fmt(b['test'])} "
-                    f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} | {fmt(b['gradient_wrong_reason'])} "
-                    f"| {fmt(b['object_reliance'])} "
-                    f"| {fmt(b['confounder_reliance'])} |"
-                )
-            print(f"{family}: {statistics.mean(seconds):.0f} s per training run", flush=True)
+    for family in families:
+        chance = 1 / len(FAMILIES[family].classes)
+        area = statistics.mean(r["area"] for r in done if r["family"] == family and r["training"] == "unguided")
+        for name in TRAININGS:
+            b = {k: [r[k] for r in done if r["family"] == family and r["training"] == name] for k in METRICS}
+            rows.append(
+                f"| {family} | {chance:.2f} | {area:.3f} | {name} | {fmt(b['train'])} | {fmt(b['test'])} "
+                f"| {fmt(b['attention_in_box'])} | {fmt(b['wrong_reason'])} | {fmt([w / area for w in b['wrong_reason']])} "
+                f"| {fmt(b['gradient_wrong_reason'])} | {fmt(b['object_reliance'])} | {fmt(b['confounder_reliance'])} |"
+            )
     report = "\n".join(
         [
             "# Dataset families: the shortcut, without and with boxes",
@@ -134,22 +148,25 @@ def main() -> int:
             "",
             "```",
             f".venv/bin/python benchmarks/datasets.py --families {args.families} --seeds {args.seeds} --size {args.size} "
-            f"--epochs {args.epochs}" + (f" --out {args.out}" if args.out else ""),
+            f"--epochs {args.epochs} --jobs {args.jobs}" + (f" --out {args.out}" if args.out else ""),
             "```",
             "",
-            f"ABN (`abn_cifar`), {args.size} training images, {args.epochs} epochs; mean ± std over {args.seeds} seeds "
-            "(a new dataset and initialization per seed). *Unguided*: plain ABN loss. *All boxes*: the true boxes of every "
+            f"ABN (`abn_cifar`) in attnloop's default form (the map gates perception, `M · g`, from a local branch, with "
+            f"an area prior and attention mining; [faithfulness.md](faithfulness.md)), {args.size} training images, "
+            f"{args.epochs} epochs; mean ± std over {args.seeds} seeds "
+            "(a new dataset and initialization per seed). *Unguided*: no boxes. *All boxes*: the true boxes of every "
             "training image, map-matching loss (λ = 10) and counterexamples. Test = the clean split, where the shortcut is "
             "broken. Attention-in-box on test images with boxes (none for classes without an object, e.g. `ok`). "
             "*Wrong-reason*: the share of an explanation inside the confounder boxes, of the attention map (what the "
             "model shows) and of the input gradients |∂ logit / ∂ x| (Ross et al. 2017). "
-            "*Confounder area*: share of the image inside the confounder boxes, the wrong-reason of a flat map. "
+            "*Confounder area*: share of the image inside the confounder boxes, the wrong-reason of a flat map; "
+            "*×area*: the map's wrong-reason over it. "
             "*Reliance*: share of test predictions that change when the object boxes, or the confounder boxes, are "
             "blanked (set to the training mean): what the model uses, where the map shows where it looks.",
             "",
             "| family | chance | confounder area | training | train acc | clean test acc | attention-in-box | wrong-reason "
-            "(map) | wrong-reason (gradients) | object reliance | confounder reliance |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "(map) | ×area | wrong-reason (gradients) | object reliance | confounder reliance |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
         ]

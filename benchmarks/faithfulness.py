@@ -221,7 +221,9 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
         "*gate + prior + mining* — both; *local …* — the same with the map read off the first stage (a residual block "
         "and the class maps on its output, whose cells see a neighbourhood of the image, not all of it) and gating that "
         "stage's output, so the perception branch is every later stage. The main variants run on every seed with both "
-        f"trainings, the ablation unguided on {args.ablation_seeds} seed(s) (the *seeds* column). *All boxes*: the true boxes of every training image, map matching (λ = 10) and "
+        f"trainings, the ablation unguided on {args.ablation_seeds} seed(s) (the *seeds* column); the subgroup variants "
+        f"({args.subgroup_families}, the shortcut on a share of the training images only) run the main variants, "
+        f"{args.subgroup_trainings}. *All boxes*: the true boxes of every training image, map matching (λ = 10) and "
         "counterexamples.",
         "",
         "*Wrong-reason*: share of the map's energy (M − min M) on the confounder; *×area*: its ratio to the confounder's "
@@ -295,9 +297,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--runs", type=Path, default=Path("docs/benchmarks/faithfulness/runs.jsonl"))
     parser.add_argument("--families", default="decoy-digits,moa,mill")
-    parser.add_argument("--rates", default="1.0", help="shortcut rates; below 1 is a subgroup variant")
+    parser.add_argument("--rates", default="1.0,0.8", help="shortcut rates; below 1 is a subgroup variant")
     parser.add_argument("--variants", default=",".join(MAIN), help="run on every seed with both trainings")
     parser.add_argument("--ablation", default=",".join(v for v in VARIANTS if v not in MAIN), help="run unguided on --ablation-seeds")
+    parser.add_argument("--subgroup-families", default="mill", help="families that also run at the rates below 1")
+    parser.add_argument("--subgroup-trainings", default="unguided", help="trainings of the main variants at rates below 1")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--ablation-seeds", type=int, default=1)
     parser.add_argument("--size", type=int, default=240)
@@ -309,13 +313,23 @@ def main() -> int:
     for name in main_variants + ablation:
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; valid: {', '.join(VARIANTS)}")
-    plan = [(v, t, s) for s in range(args.seeds) for t in TRAININGS for v in main_variants]
-    plan += [(v, "unguided", s) for s in range(args.ablation_seeds) for v in ablation]
+    subgroup_trainings = [t for t in args.subgroup_trainings.split(",") if t]
+    for name in subgroup_trainings:
+        if name not in TRAININGS:
+            parser.error(f"unknown training {name!r}; valid: {', '.join(TRAININGS)}")
+
+    def plan(rate: float) -> list[tuple[str, str, int]]:
+        if rate < 1.0:  # a subgroup variant: the main variants only
+            return [(v, t, s) for s in range(args.seeds) for t in subgroup_trainings for v in main_variants]
+        return [(v, t, s) for s in range(args.seeds) for t in TRAININGS for v in main_variants] + [
+            (v, "unguided", s) for s in range(args.ablation_seeds) for v in ablation
+        ]
+
     tasks = [
         dict(family=f, rate=float(rate), variant=v, training=t, seed=s, size=args.size, epochs=args.epochs, arch=args.arch)
-        for f in args.families.split(",")
         for rate in args.rates.split(",")
-        for v, t, s in plan
+        for f in (args.families if float(rate) == 1.0 else args.subgroup_families).split(",")
+        for v, t, s in plan(float(rate))
     ]
     args.runs.parent.mkdir(parents=True, exist_ok=True)
     done = {}

@@ -7,7 +7,7 @@ from attnloop.card import ModelCard
 from attnloop.export import export_onnx, parity
 from attnloop.imaging import encode_png
 from attnloop.models import OUTPUT_NAMES, build_model, list_models, make_card
-from attnloop.models.checkpoint import faithful_attention
+from attnloop.models.checkpoint import default_attention
 from attnloop.runtime import OnnxModel, cuda_usable
 
 LIMIT = 1e-4
@@ -26,7 +26,7 @@ def test_onnx_parity_on_raw_bytes(arch, form, tmp_path):
     """Every architecture, in the original ABN form and in the faithful one (``M · g``, local branch for ABNs)."""
     torch.manual_seed(0)
     size = (32, 32) if "cifar" in arch else (64, 64)
-    attention = faithful_attention(arch) if form == "faithful" else {"gate": "residual", "branch": "last"}
+    attention = default_attention(arch) if form == "faithful" else {"gate": "residual", "branch": "last"}
     card = make_card(arch, class_names=["ok", "hole", "spot"], input_size=size, channels=3 if "resnet" in arch else 1, attention=attention)
     model = build_model(card).eval()
     path = export_onnx(model, card, tmp_path / "model.onnx")

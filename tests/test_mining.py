@@ -105,3 +105,36 @@ def test_bad_attention_options_name_the_valid_ones():
         check_attention({"gates": "multiply"})
     with pytest.raises(ValueError, match="MS-ABN"):
         make_card("msabn_cifar", class_names=["a", "b"], input_size=(32, 32), channels=1, attention={"branch": "local"})
+
+
+def test_new_models_take_the_faithful_form_and_the_original_abn_stays_available(tiny_data):
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, train
+
+    for arch, branch in (("abn_cifar", "local"), ("msabn_cifar", "last")):
+        card = make_card(arch, class_names=["a", "b"], input_size=(32, 32), channels=1)
+        assert card.extra["attention"] == {"gate": "multiply", "branch": branch, "area_target": 0.15}
+    faithful = train(tiny_data, TrainConfig(epochs=1), progress=False)
+    assert faithful.card.extra["attention"]["branch"] == "local" and faithful.model.gate == "multiply"
+    assert faithful.history[-1]["mining"] > 0  # attention mining is on by default
+    original = train(tiny_data, TrainConfig(epochs=1, **ORIGINAL_ABN), progress=False)
+    assert original.card.extra["attention"] == check_attention(LEGACY_ATTENTION) and original.history[-1]["mining"] == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_an_unguided_faithful_map_points_at_the_shortcut_the_model_uses(tmp_path, seed):
+    """A small `mill`: the signature bar gives the class on every training image and is random in test.
+
+    The model takes the shortcut (blanking the bar changes most test predictions); the map must then
+    put clearly more of its energy on the bar than the bar's area — a flat map, which is what the original
+    ABN shows here (docs/benchmarks/datasets.md), scores 1×.
+    """
+    from attnloop.datasets import make_dataset
+    from attnloop.training import TrainConfig, train
+
+    make_dataset("mill", tmp_path / "mill", seed=seed, size=120)
+    result = train(tmp_path / "mill", TrainConfig(epochs=20, seed=seed, guidance="none", threads=1), progress=False)
+    test, masks = result.metrics["splits"]["test"], result.sets["test"].confounder_masks
+    flat = masks.reshape(len(masks), -1)
+    area = float(flat[flat.any(axis=1)].mean())
+    assert test["confounder_reliance"] >= 0.6  # the shortcut decides most predictions
+    assert test["wrong_reason"] >= 2.5 * area, (test["wrong_reason"], area)

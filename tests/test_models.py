@@ -4,7 +4,7 @@ import torchvision
 
 from attnloop.card import ModelCard
 from attnloop.models import ABN, build_model, get_model, list_models, load_checkpoint, load_init_weights, make_card, register_model, save_checkpoint
-from attnloop.models.checkpoint import faithful_attention
+from attnloop.models.checkpoint import default_attention
 
 SIZES = {"cifar": [(32, 32), (64, 64), (128, 96)], "resnet": [(64, 64), (96, 128)]}
 
@@ -34,7 +34,7 @@ def test_forward_shapes_and_attention_range(name, size, channels):
 def test_msabn_attention_has_twice_the_resolution_of_abn_and_the_local_branch_that_of_the_first_stage():
     abn = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3, attention={"branch": "last"})
     msabn = make_card("msabn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3)
-    local = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3, attention=faithful_attention("abn_resnet18"))
+    local = make_card("abn_resnet18", class_names=["a", "b"], input_size=(224, 224), channels=3, attention=default_attention("abn_resnet18"))
     assert abn.attention_size == (14, 14) and msabn.attention_size == (28, 28) and local.attention_size == (56, 56)
     assert make_card("msabn_cifar", class_names=["a", "b"], input_size=(64, 64), channels=1).attention_size == (32, 32)
 
@@ -95,7 +95,7 @@ def test_init_weights_from_a_torchvision_state_dict(tmp_path):
     torch.testing.assert_close(model.features[2][1].conv2.weight, reference.layer3[1].conv2.weight)
     assert model.attention_stage[0].conv1.stride == (1, 1) and model.perception_stage[0].conv1.stride == (2, 2)
     # the local branch splits after layer1: layer2–layer4 are its perception stages
-    local = build_model(make_card("abn_resnet18", class_names=["a", "b"], input_size=(64, 64), channels=1, attention=faithful_attention("abn_resnet18")))
+    local = build_model(make_card("abn_resnet18", class_names=["a", "b"], input_size=(64, 64), channels=1, attention=default_attention("abn_resnet18")))
     assert local.branch == "local"
     report = load_init_weights(local, tmp_path / "resnet18.pth")
     torch.testing.assert_close(local.features[0][1].conv2.weight, reference.layer1[1].conv2.weight)

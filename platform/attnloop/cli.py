@@ -59,7 +59,7 @@ def cmd_data_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.training import TrainConfig, data_hash, save_run, train
+    from attnloop.training import ATTENTION_FORMS, TrainConfig, data_hash, save_run, train
 
     config = TrainConfig(
         arch=args.arch,
@@ -78,6 +78,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         init_from=args.init_from,
         threads=args.threads or settings.threads,
         device=args.device,
+        **ATTENTION_FORMS[args.attention],
     )
     from attnloop.trainset import training_set
 
@@ -381,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(STORE/annotations/v000N.jsonl of a local store, or its key with --store): its frames join the data",
     )
     tr.add_argument("--store", default=None, help="the store a harvested --boxes key is read from (any store URI)")
+    tr.add_argument(
+        "--attention", choices=("faithful", "original"), default="faithful",
+        help="faithful: the map gates perception (M · g from a local branch, area prior, attention mining), so it shows "
+        "what the prediction uses; original: the original ABN ((1 + M) · g), whose map need not",
+    )
     tr.add_argument("--guidance", choices=GUIDANCE, default="outside")
     tr.add_argument("--lambda", dest="guidance_weight", type=float, default=1.0, help="guidance loss weight")
     tr.add_argument(

@@ -35,11 +35,14 @@ from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, 
 from attnloop.mining import area_prior, gate_floor, mining_loss
 from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
 from attnloop.models.abn import BRANCHES, GATES
+from attnloop.models.checkpoint import default_attention
 
 log = logging.getLogger(__name__)
 
 GUIDANCE = ("none", *LOSSES)
 COUNTEREXAMPLES = ("none", "append", "replace")
+ORIGINAL_ABN = dict(gate="residual", branch="last", mining_weight=0.0)  # TrainConfig options of the original ABN
+ATTENTION_FORMS = {"faithful": {}, "original": ORIGINAL_ABN}  # the CLI's --attention
 
 
 @dataclass
@@ -51,11 +54,13 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     input_size: tuple[int, int] | None = None  # default: the images' size (CIFAR net) or 224 px
-    gate: str = "residual"  # residual ((1 + M) · g, the original ABN) | multiply (M · g); new models only
-    branch: str = "last"  # last (ABN: a stride-1 copy of the last stage) | local (a block on the first stage, whose map gates it)
-    area_target: float = 0.15  # share of the image the map should open (the typical size of the evidence)
+    # how the map gates perception (new models only; docs/benchmarks/faithfulness.md): the defaults make the map
+    # the model's reason; ORIGINAL_ABN restores the original ABN
+    gate: str = "multiply"  # multiply (M · g) | residual ((1 + M) · g, the original ABN)
+    branch: str | None = None  # local (a block on the first stage, whose map gates it) | last (a stride-1 copy of the last stage); None: local for ABNs, last for MS-ABNs
+    area_target: float = 0.15  # share of the image the map should open where no box says (the typical size of the evidence)
     area_weight: float = 10.0  # weight of the area prior (multiply gate only)
-    mining_weight: float = 0.0  # weight of attention mining: the image with its attended region erased loses its class
+    mining_weight: float = 1.0  # weight of attention mining: the image with its attended region erased loses its class
     anneal: float = 0.3  # share of training over which the gate goes from (1 + M) · g to M · g
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
@@ -79,7 +84,7 @@ class TrainConfig:
             )
         if self.gate not in GATES:
             raise ValueError(f"unknown gate {self.gate!r}; valid names: {', '.join(GATES)}")
-        if self.branch not in BRANCHES:
+        if self.branch is not None and self.branch not in BRANCHES:
             raise ValueError(f"unknown attention branch {self.branch!r}; valid names: {', '.join(BRANCHES)}")
         if not 0.0 < self.area_target < 1.0:
             raise ValueError(f"area_target is a share of the image in (0, 1), got {self.area_target}")
@@ -267,7 +272,11 @@ def _new_card(config: TrainConfig, records: Sequence[Record], root: Path, classe
     pixels = np.concatenate([imaging.resize(imaging.match_channels(x, channels), size).reshape(-1, channels) for x in sample])
     mean = pixels.mean(axis=0).round(4).tolist()
     std = np.maximum(pixels.std(axis=0), 1e-3).round(4).tolist()
-    attention = {"gate": config.gate, "branch": config.branch, **({"area_target": config.area_target} if config.gate == "multiply" else {})}
+    attention = {
+        "gate": config.gate,
+        "branch": config.branch or default_attention(config.arch)["branch"],
+        **({"area_target": config.area_target} if config.gate == "multiply" else {}),
+    }
     return make_card(config.arch, class_names=classes, input_size=size, channels=channels, mean=mean, std=std, attention=attention)
 
 

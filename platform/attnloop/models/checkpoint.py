@@ -19,9 +19,10 @@ from attnloop.models.abn import LEGACY_ATTENTION, check_attention
 from attnloop.models.backbones import adapt_input_conv, torchvision_key_map
 
 
-def faithful_attention(arch: str) -> dict[str, Any]:
-    """The form under measurement to become the default (docs/benchmarks/faithfulness.md): ``M · g`` from a
-    local branch for ABNs; MS-ABNs keep their branch on the last stage."""
+def default_attention(arch: str) -> dict[str, Any]:
+    """How a new model's map gates perception unless told otherwise — the faithfulness benchmark's winner
+    (docs/benchmarks/faithfulness.md): ``M · g`` from a local branch for ABNs; MS-ABNs keep their branch on
+    the last stage. ``LEGACY_ATTENTION`` is the original ABN."""
     return {"gate": "multiply", "branch": "last" if arch.startswith("msabn") else "local", "area_target": 0.15}
 
 
@@ -49,8 +50,7 @@ def make_card(
 ) -> ModelCard:
     """A card for a new model; the attention resolution is read off one forward pass.
 
-    ``attention`` (``gate``, ``branch``, ``area_target``) defaults to the original ABN until the
-    faithfulness benchmark has measured the candidate (:func:`faithful_attention`) on every family.
+    ``attention`` (``gate``, ``branch``, ``area_target``) defaults to :func:`default_attention`.
     """
     card = ModelCard(
         arch=arch,
@@ -60,7 +60,7 @@ def make_card(
         mean=tuple(mean) if mean is not None else (0.5,) * channels,
         std=tuple(std) if std is not None else (0.25,) * channels,
         attention_size=(0, 0),
-        extra={**dict(extra or {}), "attention": check_attention(attention or LEGACY_ATTENTION)},
+        extra={**dict(extra or {}), "attention": check_attention(attention or default_attention(arch))},
     )
     model = build_model(card).eval()
     with torch.no_grad():
