@@ -93,7 +93,7 @@ def main() -> int:
             f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()} ({args.threads} threads), Python "
             f"{platform.python_version()}, onnxruntime {ort.__version__} (CPU provider). *Original*: Fukui et al.'s ABN "
             "(`(1 + M) · g`, the map from a stride-1 copy of the last stage), the form of models made before the gate was a "
-            "choice; *faithful*: the form under measurement to become the default (docs/benchmarks/faithfulness.md). 3-channel inputs, 10 "
+            "choice; *faithful*: attnloop's default for new models (docs/benchmarks/faithfulness.md). 3-channel inputs, 10 "
             f"classes, random weights. Each figure is the median of {args.rounds} alternating rounds of {args.seconds:g} s per "
             "model in one process; ratios compare figures of the same run.",
             "",

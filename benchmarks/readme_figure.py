@@ -23,7 +23,7 @@ import numpy as np
 from attnloop import imaging
 from attnloop.datasets import by_split, from_manifest_boxes, make_dataset
 from attnloop.figures import attention_grid
-from attnloop.training import TrainConfig, predict, train
+from attnloop.training import ORIGINAL_ABN, TrainConfig, predict, train
 
 
 def main() -> int:
@@ -41,7 +41,7 @@ def main() -> int:
         pictures = [imaging.decode((root / r.image).read_bytes()) for r in test]
         rows = []
         for name, config, boxes in (
-            ("original ABN, unguided", TrainConfig(epochs=args.epochs, seed=args.seed, guidance="none", gate="residual", branch="last", mining_weight=0.0), None),
+            ("original ABN, unguided", TrainConfig(epochs=args.epochs, seed=args.seed, guidance="none", **ORIGINAL_ABN), None),
             ("default, unguided", TrainConfig(epochs=args.epochs, seed=args.seed, guidance="none"), None),
             ("boxes", TrainConfig(epochs=args.epochs, seed=args.seed, guidance="match", guidance_weight=10.0, counterexamples="append"),
              from_manifest_boxes(records)),
@@ -53,7 +53,12 @@ def main() -> int:
             out = predict(result.model, images)
             captions = [f"{r.label}>{classes[p]}" for r, p in zip(test, out["probabilities"].argmax(1))]
             rows.append(cv2.imdecode(np.frombuffer(attention_grid(pictures, list(out["attention"]), captions, columns=args.count), np.uint8), cv2.IMREAD_COLOR))
-            print(f"{name}: clean test accuracy {result.metrics['splits']['test']['accuracy']:.3f}")
+            test_figures = result.metrics["splits"]["test"]
+            print(
+                f"{name}: clean test accuracy {test_figures['accuracy']:.3f}, map on the marking {test_figures['wrong_reason']:.3f}, "
+                f"attention-in-box {test_figures['attention_in_box']:.3f}, predictions the marking decides "
+                f"{test_figures['confounder_reliance']:.2f}"
+            )
     gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), np.concatenate([part for row in rows for part in (row, gap)][:-1]))

@@ -34,11 +34,11 @@ def register_weak_champion(data: Path, workdir: Path) -> str:
     from attnloop import registry
     from attnloop.config import Settings
     from attnloop.publish import register_run
-    from attnloop.training import TrainConfig, save_run, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, save_run, train
 
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
-    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
+    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none", **ORIGINAL_ABN), progress=False)
     run_dir = save_run(workdir / "weak", weak, TrainConfig(), data="tiny")
     version = register_run(client, name=settings.model_name, run_dir=run_dir, artifact_root=settings.artifact_root)
     registry.promote(client, settings.model_name, version)

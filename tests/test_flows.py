@@ -23,10 +23,10 @@ def prefect_server():
 
 def test_score_flow_scores_each_frame_once(tiny_data, tmp_path):
     from attnloop.export import export_onnx
-    from attnloop.training import TrainConfig, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, train
     from flows.score import score
 
-    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = export_onnx(result.model, result.card, tmp_path / "m.onnx")
     store = Settings.from_env().store()
     for i in range(6):
@@ -44,11 +44,11 @@ def test_one_scoring_run_at_a_time(tiny_data, tmp_path):
     from prefect.concurrency.sync import concurrency
 
     from attnloop.export import export_onnx
-    from attnloop.training import TrainConfig, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, train
     from flows import scoring_slot
     from flows.score import score
 
-    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "m.onnx"))
     store = Settings.from_env().store()
     for i in range(4):
@@ -78,7 +78,7 @@ def test_retrain_then_promote(tmp_path, monkeypatch):
     """A weak champion; the retrain flow fine-tunes it on an annotation set plus the base data and
     registers a challenger; the promote flow's gate promotes it, and the version records why."""
     from attnloop.publish import register_run
-    from attnloop.training import TrainConfig, save_run, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, save_run, train
     from flows.promote import promote
     from flows.retrain import retrain
 
@@ -86,7 +86,7 @@ def test_retrain_then_promote(tmp_path, monkeypatch):
     data = write_tiny_manifest(tmp_path / "data", per_class=20)
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
-    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none"), progress=False)
+    weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none", **ORIGINAL_ABN), progress=False)
     first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
     assert promote(holdout=str(data))["action"] == PROMOTE
     store = settings.store()

@@ -35,7 +35,7 @@ def prefect_server():
 
 def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_factory, monkeypatch):
     from attnloop.export import export_onnx
-    from attnloop.training import TrainConfig, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, train
     from flows.annotate import annotate
     from flows.harvest import harvest
     from flows.score import score
@@ -45,7 +45,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", token)
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_PROJECT", f"flows {tmp_path.name}")
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path_factory.getbasetemp()))  # the session server's root
-    result = train(tiny_data, TrainConfig(epochs=1, guidance="none"), progress=False)
+    result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "model.onnx"))
     store = Settings.from_env().store()
     truth = put_labeled_frames(store, "line-1", 8)

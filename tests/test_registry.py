@@ -14,7 +14,7 @@ from attnloop.holdout import load_holdout
 from attnloop.models import load_checkpoint, save_checkpoint
 from attnloop.publish import register_run
 from attnloop.runtime import OnnxModel
-from attnloop.training import TrainConfig, save_run, train
+from attnloop.training import ORIGINAL_ABN, TrainConfig, save_run, train
 from conftest import write_tiny_manifest
 
 pytestmark = pytest.mark.services
@@ -27,8 +27,8 @@ def runs(tmp_path_factory):
     data = write_tiny_manifest(root / "data", per_class=30)
     out = {}
     for name, config in {
-        "weak": TrainConfig(epochs=1, lr=1e-6, guidance="none"),
-        "strong": TrainConfig(epochs=6, guidance="none"),
+        "weak": TrainConfig(epochs=1, lr=1e-6, guidance="none", **ORIGINAL_ABN),
+        "strong": TrainConfig(epochs=6, guidance="none", **ORIGINAL_ABN),
     }.items():
         result = train(data, config, progress=False)
         out[name] = save_run(root / name, result, config, data="tiny")

@@ -158,13 +158,13 @@ def test_promote_deployment_pauses_for_a_persons_approval(stack_env, tmp_path):
     from prefect.flow_runs import resume_flow_run
 
     from attnloop.publish import register_run
-    from attnloop.training import TrainConfig, save_run, train
+    from attnloop.training import ORIGINAL_ABN, TrainConfig, save_run, train
 
     running, data = stack_env
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
     register_weak_champion(data, tmp_path)
-    good = train(data, TrainConfig(epochs=6, guidance="none"), progress=False)
+    good = train(data, TrainConfig(epochs=6, guidance="none", **ORIGINAL_ABN), progress=False)
     challenger = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "good", good, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
 
     flow_run = run_deployment("promote/promote", timeout=0)  # returns at once: the run is scheduled
