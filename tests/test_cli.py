@@ -105,3 +105,11 @@ def test_stream_simulate_then_score_on_the_embedded_store(tiny_data, tmp_path, m
     assert main(["score", "--model", str(tmp_path / "m.onnx")]) == 0
     assert "frames scored: 0; already scored before: 5" in capsys.readouterr().out
     assert main(["score", "--model", "models:/nothing"]) == 2
+
+
+def test_train_records_the_attention_form_it_was_asked_for(tiny_data, tmp_path):
+    for form, gate, branch in (("faithful", "multiply", "local"), ("original", "residual", "last")):
+        run = tmp_path / form
+        assert main(["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--attention", form]) == 0
+        attention = json.loads((run / "card.json").read_text())["extra"]["attention"]
+        assert (attention["gate"], attention["branch"]) == (gate, branch), attention

@@ -1,9 +1,10 @@
 """Train or fine-tune an attention model, with box guidance on the samples people annotated.
 
 Loss = CE(perception logits) + CE(attention-branch logits) + λ · guidance, where guidance (see
-:mod:`attnloop.guidance`) is computed on the samples that carry human input only. Optionally
+:mod:`attnloop.guidance`) is computed on the samples that carry human input only. By default
 the map gates perception (``M · g``, from a local branch) with an area prior and attention
-mining (:mod:`attnloop.mining`), so the map shows what the prediction uses, guided or not. Optional
+mining (:mod:`attnloop.mining`), so the map shows what the prediction uses, guided or not
+(``ORIGINAL_ABN``: the original ABN, whose map need not). Optional
 counterexamples (the region outside the boxes taken from another image) are appended to each
 batch for those samples (``append``) or take their place (``replace``). Seeded and
 deterministic on the CPU.
