@@ -59,7 +59,7 @@ class TrainConfig:
     # the model's reason; ORIGINAL_ABN restores the original ABN
     gate: str = "multiply"  # multiply (M · g) | residual ((1 + M) · g, the original ABN)
     branch: str | None = None  # local (a block on the first stage, whose map gates it) | last (a stride-1 copy of the last stage); None: local for ABNs, last for MS-ABNs
-    area_target: float = 0.15  # share of the image the map should open where no box says (the typical size of the evidence)
+    area_target: float = 0.15  # share of the image the map should open (the typical size of the evidence)
     area_weight: float = 10.0  # weight of the area prior (multiply gate only)
     mining_weight: float = 1.0  # weight of attention mining: the image with its attended region erased loses its class
     anneal: float = 0.3  # share of training over which the gate goes from (1 + M) · g to M · g
