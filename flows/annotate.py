@@ -32,11 +32,11 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
     from attnloop.labelstudio import bootstrap
     from attnloop.labelstudio.project import LabelStudioSettings
     from attnloop.labelstudio.push import push_scored
-    from attnloop.registry import open_source
+    from attnloop.registry import champion_uri, open_source
 
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="attnloop-annotate-") as tmp:
-        onnx, version = open_source(model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp)
+        onnx, version = open_source(model or champion_uri(settings.model_name), registry_uri=settings.registry_uri, dst=tmp)
     store = settings.store(store_uri)
     ls_settings = LabelStudioSettings.from_env()
     ls = ls_settings.client()

@@ -50,14 +50,14 @@ def pin_model(model: str | None) -> str:
     from attnloop import registry
 
     settings = Settings.from_env()
-    source = model or f"models:/{settings.model_name}@{registry.CHAMPION}"
+    source = model or registry.champion_uri(settings.model_name)
     parsed = registry.parse_source(source)
     if parsed.alias is None:
         return source
     version = registry.alias_version(registry.connect(settings.registry_uri), parsed.name, parsed.alias)
     if version is None:
         raise LookupError(f"{parsed.name} has no version with the alias {parsed.alias!r}; register and promote a model first")
-    return f"models:/{parsed.name}/{version}"
+    return registry.model_uri(parsed.name, version=version)
 
 
 def pinned_version(pinned: str) -> str:

@@ -11,7 +11,7 @@ from prefect.tasks import exponential_backoff
 
 from attnloop import lease
 from attnloop.config import Settings
-from attnloop.registry import open_source
+from attnloop.registry import champion_uri, open_source
 from attnloop.scoring import report_markdown, score_store
 from flows import scoring_slot
 
@@ -25,7 +25,7 @@ def score_frames(
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="attnloop-score-") as tmp:
         onnx, version = open_source(
-            model or f"models:/{settings.model_name}@champion", registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads
+            model or champion_uri(settings.model_name), registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads
         )
         try:
             summary = score_store(

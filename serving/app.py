@@ -43,7 +43,7 @@ from attnloop.imaging import ImageError, Limits
 from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
 from attnloop.proposals import attention_box
 from attnloop.labelstudio.project import LabelStudioSettings
-from attnloop.registry import file_version, parse_source
+from attnloop.registry import champion_uri, file_version, parse_source
 from attnloop.runtime import OnnxModel
 from attnloop.storage import ObjectTooLarge, StoreUnavailable
 from serving import labelstudio
@@ -303,7 +303,7 @@ def create_app(
     if reload_interval <= 0:
         raise ValueError(f"reload_interval is in seconds and must be positive, got {reload_interval}")
     settings = settings or Settings.from_env()
-    source = model_source or os.environ.get(SOURCE_ENV) or f"models:/{settings.model_name}@champion"
+    source = model_source or os.environ.get(SOURCE_ENV) or champion_uri(settings.model_name)
     reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
     runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
     service = Service(

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from attnloop.card import ModelCard
-from attnloop.export import export_onnx, parity
+from attnloop.export import PARITY_LIMIT, export_onnx, parity
 from attnloop.imaging import encode_png
 from attnloop.models import OUTPUT_NAMES, build_model, list_models, make_card
 from attnloop.models.checkpoint import default_attention
 from attnloop.runtime import OnnxModel, cuda_usable
 
-LIMIT = 1e-4
+LIMIT = PARITY_LIMIT
 
 
 def raw_images(card: ModelCard, count: int = 3) -> list[bytes]:

@@ -131,3 +131,17 @@ def test_approval_and_rollback(store, runs):
     assert registry.alias_version(client, name, registry.CHAMPION) == first
     with pytest.raises(LookupError, match="nothing to roll back to"):
         registry.rollback(client, name)
+
+
+def test_model_references_are_spelled_in_one_place_and_read_back():
+    from attnloop.registry import Source, champion_uri, model_uri, parse_source
+
+    assert champion_uri("mill") == "models:/mill@champion" == model_uri("mill", alias="champion")
+    assert parse_source(champion_uri("mill")) == Source("mill", alias="champion")
+    assert parse_source(model_uri("mill", version=7)) == Source("mill", version="7")
+    assert parse_source(model_uri("mill", version=7)).uri == "models:/mill/7"
+    assert parse_source("runs/model.onnx").uri == "runs/model.onnx"
+    with pytest.raises(ValueError, match="an alias or a version"):
+        model_uri("mill", alias="champion", version=3)
+    with pytest.raises(ValueError, match="an alias or a version"):
+        model_uri("mill")

@@ -12,8 +12,6 @@ from pathlib import Path
 from attnloop.config import Settings
 from attnloop.storage import StoreUnavailable
 
-PARITY_LIMIT = 1e-4
-
 
 def _split_counts(records) -> str:
     from attnloop.datasets import SPLITS
@@ -123,7 +121,7 @@ def _parity_samples(run: Path, card, count: int = 8) -> list[bytes]:
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.export import export_onnx, parity
+    from attnloop.export import PARITY_LIMIT, export_onnx, parity
     from attnloop.models import load_checkpoint
 
     run = Path(args.run)
@@ -287,9 +285,9 @@ def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
     import tempfile
 
     from attnloop import lease
-    from attnloop.registry import open_source
+    from attnloop.registry import champion_uri, open_source
 
-    source = args.model or f"models:/{settings.model_name}@champion"
+    source = args.model or champion_uri(settings.model_name)
     model, version = open_source(source, registry_uri=settings.registry_uri, dst=tempfile.mkdtemp(prefix="attnloop-model-"), threads=settings.threads)
     try:
         summary = score_store(

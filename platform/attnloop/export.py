@@ -24,6 +24,8 @@ from attnloop.runtime import OnnxModel
 OPSET = 18
 INPUT_NAME = "image"
 
+PARITY_LIMIT = 1e-4  # the most an export may differ from PyTorch on logits and attention (CLI export, registration)
+
 
 def export_onnx(model: nn.Module, card: ModelCard, out: str | Path, *, extra_metadata: dict[str, str] | None = None) -> Path:
     """Write ``out`` (a single self-contained .onnx file) and return its path."""

@@ -13,13 +13,12 @@ import numpy as np
 
 from attnloop import figures, imaging
 from attnloop.datasets import read_manifest
-from attnloop.export import export_onnx, parity
+from attnloop.export import PARITY_LIMIT, export_onnx, parity
 from attnloop.holdout import Holdout, score
 from attnloop.models import load_checkpoint
 from attnloop.registry import CHAMPION, RUN_FILE, alias_version, log_training, register
 from attnloop.runtime import OnnxModel
 
-PARITY_LIMIT = 1e-4
 EXPERIMENT = "attnloop-training"
 
 

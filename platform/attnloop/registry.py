@@ -262,11 +262,11 @@ def download(client, name: str, version: str, dst: str | Path) -> Path:
     import mlflow.artifacts
 
     local = Path(
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(dst), tracking_uri=client.tracking_uri)
+        mlflow.artifacts.download_artifacts(artifact_uri=model_uri(name, version=version), dst_path=str(dst), tracking_uri=client.tracking_uri)
     )
     found = sorted(local.rglob("*.onnx"))
     if not found:
-        raise FileNotFoundError(f"models:/{name}/{version} holds no .onnx file")
+        raise FileNotFoundError(f"{model_uri(name, version=version)} holds no .onnx file")
     return found[0]
 
 
@@ -286,6 +286,25 @@ class Source:
     alias: str | None = None
     version: str | None = None
     path: Path | None = None
+
+    @property
+    def uri(self) -> str:
+        """The source as text that :func:`parse_source` reads back."""
+        if self.path is not None:
+            return str(self.path)
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+def model_uri(name: str, *, alias: str | None = None, version: str | int | None = None) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``: the one place the registry's model references are spelled."""
+    if (alias is None) == (version is None):
+        raise ValueError("a model reference names an alias or a version, not both or neither")
+    return Source(name, alias=alias, version=None if version is None else str(version)).uri
+
+
+def champion_uri(name: str) -> str:
+    """``models:/NAME@champion``: what scoring, annotating and serving follow unless told otherwise."""
+    return model_uri(name, alias=CHAMPION)
 
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))$")
