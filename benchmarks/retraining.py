@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from attnloop.bench import _object_fraction, _pool
+from attnloop.apps.bench import _object_fraction, _pool
 from attnloop.datasets import Annotation, by_split, make_dataset, read_manifest
-from attnloop.priority.strategies import Context, rank
+from attnloop.priority.strategies import Context, select
 from attnloop.training import TrainConfig, save_run, train
 
 from _common import emit
@@ -72,7 +72,7 @@ def main() -> int:
                     print(f"seed {seed} initial {arch}: test {initial_acc[arch][-1]:.3f}", flush=True)
             base, _ = initials["abn_cifar"] if "abn_cifar" in initials else next(iter(initials.values()))
             pool = _pool(base.model, base.sets["train"])
-            chosen = rank("random", pool, args.budget, context=Context(object_fraction=_object_fraction(base.sets["train"]), seed=seed))
+            chosen = select(pool, args.budget, ranking="random", context=Context(object_fraction=_object_fraction(base.sets["train"]), seed=seed))
             for name in names:
                 v = {**DEFAULT, **VARIANTS[name]}
                 arch, scratch, replay = v.pop("arch", "abn_cifar"), v.pop("scratch", False), v.pop("replay", True)

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.tasks import exponential_backoff
 
-from attnloop.config import Settings
+from attnloop.config import current
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -30,15 +30,14 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
     """The ``top_k`` best frames not queued yet. A retry after Label Studio went away is safe: keys
     already queued are never pushed twice."""
     from attnloop.labelstudio import bootstrap
-    from attnloop.labelstudio.project import LabelStudioSettings
     from attnloop.labelstudio.push import push_scored
     from attnloop.registry import champion_uri, open_source
 
-    settings = Settings.from_env()
+    settings = current()
     with tempfile.TemporaryDirectory(prefix="attnloop-annotate-") as tmp:
         onnx, version = open_source(model or champion_uri(settings.model_name), registry_uri=settings.registry_uri, dst=tmp)
     store = settings.store(store_uri)
-    ls_settings = LabelStudioSettings.from_env()
+    ls_settings = settings.label_studio
     ls = ls_settings.client()
     project = bootstrap(ls, title=ls_settings.project, classes=list(onnx.card.class_names))
     result = push_scored(

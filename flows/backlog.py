@@ -16,7 +16,6 @@ attnloop image, ``ATTNLOOP_STORE``, S3 and MLflow settings): each task reads its
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import Counter
 
@@ -26,20 +25,17 @@ from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from attnloop import lease
-from attnloop.config import Settings
+from attnloop.config import current
 from attnloop.registry import open_source
 from attnloop.scoring import lease_name, score_store
 from flows import scoring_slot
-
-DASK_ADDRESS_ENV = "ATTNLOOP_DASK_ADDRESS"
-
 
 @task(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=5), retry_jitter_factor=0.5)
 def list_partitions(store_uri: str | None, source: str | None) -> tuple[str, list[dict]]:
     """The store's URI and its partitions in key order, each ``{"source", "day", "frames"}``."""
     from attnloop.stream import iter_frames
 
-    store = Settings.from_env().store(store_uri)
+    store = current().store(store_uri)
     counts = Counter((parsed.source, parsed.date) for _, parsed in iter_frames(store, source=source))
     return store.uri, [{"source": s, "day": d, "frames": n} for (s, d), n in sorted(counts.items())]
 
@@ -49,7 +45,7 @@ def pin_model(model: str | None) -> str:
     """The model source with its alias resolved to a version (``models:/NAME/VERSION``); a file passes through."""
     from attnloop import registry
 
-    settings = Settings.from_env()
+    settings = current()
     source = model or registry.champion_uri(settings.model_name)
     parsed = registry.parse_source(source)
     if parsed.alias is None:
@@ -75,7 +71,7 @@ def pinned_version(pinned: str) -> str:
 def score_partition(store_uri: str, model: str, version: str, source: str, day: str, object_fraction: float, overlays: int) -> dict:
     """Rerunning is safe: the ledger makes a retry score only what is left of the partition. It runs
     under the flow's lease of ``version``, so it refuses a model file that changed since."""
-    settings = Settings.from_env()
+    settings = current()
     with tempfile.TemporaryDirectory(prefix="attnloop-backlog-") as tmp:
         onnx, loaded = open_source(model, registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads)
         if loaded != version:
@@ -113,7 +109,7 @@ def _outcome(future) -> dict | BaseException:
 def dask_runner(dask_address: str | None, workers: int | None) -> DaskTaskRunner:
     """An existing Dask scheduler where one is named, else a local cluster of ``workers`` processes
     (one per CPU core when None), each running one partition at a time."""
-    address = dask_address or os.environ.get(DASK_ADDRESS_ENV)
+    address = dask_address or current().dask_address
     if address:
         return DaskTaskRunner(address=address)
     if workers is not None and workers < 1:
@@ -146,7 +142,7 @@ def _score_backlog(runner: DaskTaskRunner, store: str | None, model: str | None,
     version = pinned_version(pinned)
     logger = get_run_logger()
     logger.info("%d partitions, %d frames in %s; model %s", len(partitions), sum(p["frames"] for p in partitions), store_uri, pinned)
-    with lease.hold(Settings.from_env().store(store_uri), lease_name(version), wait=None):  # a command-line run finishes first
+    with lease.hold(current().store(store_uri), lease_name(version), wait=None):  # a command-line run finishes first
         results = score_partitions.with_options(task_runner=runner)(store_uri, pinned, version, partitions, object_fraction, overlays) if partitions else []
     totals = {key: sum(r[key] for r in results) for key in ("scored", "quarantined", "already_done")}
     create_table_artifact(

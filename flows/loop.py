@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from attnloop.recipe import RECIPE
 from flows.annotate import annotate
 from flows.harvest import harvest
 from flows.promote import promote
@@ -16,10 +17,10 @@ ANNOTATORS = ("human", "simulated")
 @task
 def simulated_annotator(truth: str) -> dict:
     """Completes the open tasks from ground truth, through the same API a browser uses (demos, tests)."""
+    from attnloop.config import current
     from attnloop.labelstudio import find_project, read_truth, simulate_annotator
-    from attnloop.labelstudio.project import LabelStudioSettings
 
-    ls_settings = LabelStudioSettings.from_env()
+    ls_settings = current().label_studio
     ls = ls_settings.client()
     return dict(simulate_annotator(ls, find_project(ls, ls_settings.project), read_truth(truth)))
 
@@ -31,13 +32,15 @@ def loop(
     top_k: int = 50,
     annotator: str = "human",
     truth: str | None = None,
-    epochs: int = 30,  # fine-tuning away from a shortcut needs about as many epochs as the first training
+    epochs: int = RECIPE.epochs,
     approval: bool = False,
     progress: bool = False,
 ) -> dict:
     """One turn of the loop. With ``annotator="human"`` the turn harvests what people completed so
     far; with ``"simulated"`` the annotator completes the new tasks from ``truth`` first.
-    ``progress`` shows the retraining's progress bar on the console (demos)."""
+    ``progress`` shows the retraining's progress bar on the console (demos). Returns what each step
+    did: ``scored``, ``pushed``, ``annotated``, the harvested ``annotation_set`` (its key) and its
+    ``annotation_version``, and where a new version was trained, the ``challenger`` and the ``gate``'s action."""
     if annotator not in ANNOTATORS:
         raise ValueError(f"unknown annotator {annotator!r}; valid names: {', '.join(ANNOTATORS)}")
     if annotator == "simulated" and not truth:
@@ -47,7 +50,7 @@ def loop(
     if annotator == "simulated":
         out["annotated"] = simulated_annotator(truth)["annotated"]
     harvested = harvest()
-    out["annotation_set"] = harvested["key"]
+    out["annotation_set"], out["annotation_version"] = harvested["key"], harvested["version"]
     if not harvested["written"]:
         logger.info("no new annotations; nothing to retrain on")
         return out

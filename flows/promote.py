@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, pause_flow_run, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 
-from attnloop.config import Settings
+from attnloop.config import current
 from attnloop.gate import AWAIT
 
 
@@ -23,7 +23,7 @@ def run_gate(holdout: str, split: str, approval: bool) -> dict:
     from attnloop import registry
     from attnloop.holdout import load_holdout
 
-    settings = Settings.from_env()
+    settings = current()
     policy = dataclasses.replace(settings.gate, approval=settings.gate.approval or approval)
     decision, version, text = registry.gate(
         registry.connect(settings.registry_uri), name=settings.model_name, holdout=load_holdout(holdout, split=split), policy=policy
@@ -36,7 +36,7 @@ def run_gate(holdout: str, split: str, approval: bool) -> dict:
 def approve(version: str, by: str) -> None:
     from attnloop import registry
 
-    settings = Settings.from_env()
+    settings = current()
     registry.approve(registry.connect(settings.registry_uri), settings.model_name, version, by=by)
 
 

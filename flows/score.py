@@ -10,7 +10,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact
 from prefect.tasks import exponential_backoff
 
 from attnloop import lease
-from attnloop.config import Settings
+from attnloop.config import current
 from attnloop.registry import champion_uri, open_source
 from attnloop.scoring import report_markdown, score_store
 from flows import scoring_slot
@@ -22,7 +22,7 @@ def score_frames(
 ) -> dict:
     """Rerunning is safe: the ledger makes a retry score only what is left. When another run (a
     command line's, say) holds the store's scoring lease for ``lease_wait`` seconds, this one is skipped."""
-    settings = Settings.from_env()
+    settings = current()
     with tempfile.TemporaryDirectory(prefix="attnloop-score-") as tmp:
         onnx, version = open_source(
             model or champion_uri(settings.model_name), registry_uri=settings.registry_uri, dst=tmp, threads=settings.threads

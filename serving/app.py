@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import tempfile
 import threading
 import time
@@ -40,9 +39,8 @@ from fastapi.responses import JSONResponse
 from attnloop import imaging
 from attnloop.config import Settings
 from attnloop.imaging import ImageError, Limits
-from attnloop.priority.signals import branch_disagreement, entropy, least_confidence, margin
+from attnloop.priority import frame_signals
 from attnloop.proposals import attention_box
-from attnloop.labelstudio.project import LabelStudioSettings
 from attnloop.registry import champion_uri, file_version, parse_source
 from attnloop.runtime import OnnxModel
 from attnloop.storage import ObjectTooLarge, StoreUnavailable
@@ -185,12 +183,7 @@ def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[in
         "attention": attention.tolist(),
         "attention_box": None if box is None else list(box),
         "image_size": list(image_size),
-        "signals": {
-            "least_confidence": float(least_confidence(p)[0]),
-            "margin": float(margin(p)[0]),
-            "entropy": float(entropy(p)[0]),
-            "branch_disagreement": float(branch_disagreement(p, outputs["attention_probabilities"])[0]),
-        },
+        "signals": {name: float(v[0]) for name, v in frame_signals(p, outputs["attention_probabilities"]).items()},
         "model_version": served.version,
     }
 
@@ -198,10 +191,10 @@ def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[in
 class Service:
     """What the routes share: the reloader, the batcher, the limits, the object store and where Label Studio is."""
 
-    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits | None, settings: Settings, label_studio: LabelStudioSettings) -> None:
+    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits | None, settings: Settings) -> None:
         self.reloader, self.runner, self.settings = reloader, runner, settings
         self.limits, self._card_limits = limits or Limits(), limits is None  # byte limits hold before a model is known
-        self.label_studio = label_studio
+        self.label_studio = settings.label_studio
         self._store = None
 
     def current(self) -> Served:
@@ -297,18 +290,15 @@ def create_app(
     micro_batching: bool = True,
     limits: Limits | None = None,
     device: str = "auto",
-    label_studio: LabelStudioSettings | None = None,
 ) -> FastAPI:
-    """The service, configured from ``settings`` and ``label_studio`` (the environment by default)."""
+    """The service, configured from ``settings`` (the environment's by default)."""
     if reload_interval <= 0:
         raise ValueError(f"reload_interval is in seconds and must be positive, got {reload_interval}")
     settings = settings or Settings.from_env()
-    source = model_source or os.environ.get(SOURCE_ENV) or champion_uri(settings.model_name)
+    source = model_source or settings.serving_model or champion_uri(settings.model_name)
     reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
     runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
-    service = Service(
-        reloader=reloader, runner=runner, limits=limits, settings=settings, label_studio=label_studio or LabelStudioSettings.from_env()
-    )
+    service = Service(reloader=reloader, runner=runner, limits=limits, settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 
-from attnloop.labelstudio.project import LabelStudioSettings
+from attnloop.config import LabelStudioSettings
 from attnloop.labelstudio.results import CLASS, EVIDENCE, IMAGE, choices_result, rectangle_result
 from attnloop.storage import LocalStore, Store
 from serving.auth import require_token

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from attnloop import scoring
+from attnloop import layout, scores, scoring
 from attnloop.config import Settings
 from attnloop.imaging import encode_png
 from attnloop.registry import file_version
 from attnloop.storage import open_store
-from attnloop.stream import frame_key
+from attnloop.layout import frame_key
 from conftest import write_tiny_manifest
 
 PARTITIONS = [("line-1", "2026-11-25"), ("line-1", "2026-11-26"), ("line-2", "2026-11-26")]
@@ -62,7 +62,7 @@ BROKEN_REASON = _reason(BROKEN)  # the reason decoding gives it; whatever it is,
 
 
 def rows(store, version: str) -> dict[str, dict]:
-    table = scoring.read_scores(store, model_version=version)
+    table = scores.read_scores(store, model_version=version)
     out: dict[str, dict] = {}
     for row in table.to_pylist() if table is not None else []:
         assert row["key"] not in out, f"{row['key']} was scored twice"
@@ -75,7 +75,7 @@ def rows(store, version: str) -> dict[str, dict]:
 def quarantined(store, version: str) -> list[tuple[str, str]]:
     return sorted(
         (record["key"], record["reason"])
-        for info in store.list(f"quarantine/{scoring.safe_version(version)}/")
+        for info in store.list(layout.quarantine_prefix(version))
         for record in map(json.loads, store.get(info.key).decode().splitlines())
     )
 
@@ -83,8 +83,9 @@ def quarantined(store, version: str) -> list[tuple[str, str]]:
 def test_backlog_is_scored_once_per_partition_on_dask_and_matches_the_score_flow(onnx_path, tmp_path, monkeypatch):
     from distributed import Client, LocalCluster, get_task_stream
 
+    from attnloop.config import DASK_ADDRESS_ENV
     from flows import backlog
-    from flows.backlog import DASK_ADDRESS_ENV, score_backlog
+    from flows.backlog import score_backlog
     from flows.score import score
 
     store = Settings.from_env().store()

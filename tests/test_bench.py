@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from attnloop.bench import ALL, parse_budgets, summarize
-from attnloop.cli import main
+from attnloop.apps.bench import ALL, parse_budgets, summarize
+from attnloop.apps.cli import main
 from attnloop.datasets import make_dataset
 
 
@@ -44,7 +44,7 @@ def test_budgets_parse_or_say_why():
 
 
 def test_retraining_without_replay_uses_only_the_boxed_images(tiny_data, monkeypatch):
-    import attnloop.bench as bench
+    import attnloop.apps.bench as bench
 
     calls = []
     real_train = bench.train
@@ -64,7 +64,7 @@ def test_retraining_without_replay_uses_only_the_boxed_images(tiny_data, monkeyp
 
 
 def test_iterative_mode_spends_the_budget_in_rounds(tiny_data, monkeypatch):
-    import attnloop.bench as bench
+    import attnloop.apps.bench as bench
 
     annotated = []
     real_train = bench.train
@@ -103,7 +103,7 @@ def test_benchmark_is_logged_to_mlflow_when_a_tracking_uri_is_set(tiny_data, tmp
 
 
 def test_strategies_that_pick_the_same_images_share_one_retraining(tiny_data, monkeypatch):
-    import attnloop.bench as bench
+    import attnloop.apps.bench as bench
 
     retrainings = []
     real_train = bench.train
@@ -121,7 +121,7 @@ def test_strategies_that_pick_the_same_images_share_one_retraining(tiny_data, mo
 
 def test_parts_run_apart_merge_into_the_run_made_at_once(tiny_data, tmp_path):
     """Seeds split over processes (or machines) give the same report as one run over all seeds."""
-    import attnloop.bench as bench
+    import attnloop.apps.bench as bench
 
     options = dict(strategies=("random", "margin"), budgets=(0, 4), initial_epochs=1, retrain_epochs=1, progress=False)
     together = bench.run(tiny_data, seeds=2, **options)
@@ -139,7 +139,7 @@ def test_parts_run_apart_merge_into_the_run_made_at_once(tiny_data, tmp_path):
 
 def test_retraining_from_scratch_gets_the_initial_models_epochs(tiny_data, tmp_path, monkeypatch):
     """A model trained anew with the fine-tuning's few epochs would be a handicapped baseline."""
-    import attnloop.bench as bench
+    import attnloop.apps.bench as bench
 
     seen = []
     monkeypatch.setattr(bench, "run", lambda root, **kw: seen.append(kw) or [])

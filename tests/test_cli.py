@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from attnloop.cli import main
+from attnloop.apps.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import io
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from attnloop.demo import MARKER, DemoConfig, run_demo
-from attnloop.labelstudio import server
+from attnloop.apps.demo import MARKER, DemoConfig, run_demo
+from attnloop.apps import labelstudio_server as server
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def demo_output(workdir, config: DemoConfig) -> tuple[dict, str]:
 
 @pytest.mark.services
 def test_the_demo_runs_one_turn_and_changes_the_champion(label_studio, prefect_server, tmp_path, monkeypatch):
-    from attnloop import registry
+    from attnloop import annotation_set, registry
     from attnloop.config import Settings
-    from attnloop.labelstudio import read_truth, read_version
+    from attnloop.labelstudio import read_truth
     from attnloop.storage import open_store
 
     url, token = label_studio
@@ -52,9 +52,11 @@ def test_the_demo_runs_one_turn_and_changes_the_champion(label_studio, prefect_s
     assert result["gate"] == "promote" and result["promoted"]
     assert (result["before"].version, result["after"].version) == ("1", "2")
     truth = read_truth(tmp_path / "demo" / "truth.jsonl")
-    entries, _ = read_version(open_store((tmp_path / "demo" / "store").as_uri()), int(loop["annotation_set"][-10:-6]))
+    harvested = annotation_set.read(open_store((tmp_path / "demo" / "store").as_uri()), loop["annotation_version"])
+    assert harvested.key == loop["annotation_set"]
+    entries = harvested.entries
     # every annotated frame is in the set: a defect with its boxes, an "ok" frame (flagged "no object") with its class alone
-    assert len(entries) == 4 and all(e["label"] == truth[key].label and len(e["boxes"]) == len(truth[key].boxes) for key, e in entries.items())
+    assert len(entries) == 4 and all(e.label == truth[key].label and len(e.boxes) == len(truth[key].boxes) for key, e in entries.items())
     assert result["before"].boxes == 0 and result["after"].annotated == len(entries)
     assert result["after"].boxes == sum(len(truth[key].boxes) for key in entries)
     # the demo's state lives in its folder, on embedded defaults; the caller's environment is restored
@@ -72,9 +74,9 @@ def test_with_a_person_the_demo_waits_for_the_tasks_then_retrains(label_studio, 
     import threading
     import time
 
-    from attnloop import demo
+    from attnloop.apps import demo
     from attnloop.labelstudio import read_truth, simulate_annotator
-    from attnloop.labelstudio.project import LabelStudioSettings
+    from attnloop.config import LabelStudioSettings
 
     url, token = label_studio
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
@@ -122,8 +124,8 @@ def test_a_label_studio_left_behind_by_a_killed_demo_is_ended_by_the_next(tmp_pa
     import json
     import subprocess
 
-    from attnloop import demo
-    from attnloop.processes import running, start_time
+    from attnloop.apps import demo
+    from attnloop.apps.processes import running, start_time
 
     def sleeper():
         process = subprocess.Popen(["sleep", "60"], start_new_session=True)

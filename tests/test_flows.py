@@ -1,17 +1,15 @@
 """The flows on Prefect's real engine (a temporary server from ``prefect_test_harness``)."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
-from attnloop import registry
+from attnloop import annotation_set, registry
+from attnloop.annotation_set import Entry
 from attnloop.config import Settings
 from attnloop.gate import PROMOTE
 from attnloop.imaging import encode_png
-from attnloop.stream import frame_key
+from attnloop.layout import frame_key
 from conftest import write_tiny_manifest
 
 
@@ -90,20 +88,22 @@ def test_retrain_then_promote(tmp_path, monkeypatch):
     first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
     assert promote(holdout=str(data))["action"] == PROMOTE
     store = settings.store()
-    entries = []
+    entries = {}
     for i, label in enumerate(["square", "bar"] * 3):
         key = frame_key("line-1", "2026-11-26", f"{i:03d}")
         image = np.zeros((32, 32, 1), np.uint8)
         box = [4, 4, 14, 14] if label == "square" else [4, 4, 16, 8]
         image[box[1] : box[3], box[0] : box[2]] = 220
         store.put(key, encode_png(image))
-        entries.append({"image": key, "boxes": [box], "label": label})
-    body = "".join(json.dumps(e) + "\n" for e in entries).encode()
-    store.put("annotations/v0001.jsonl", body)  # what `attnloop ls harvest` writes: the set, then its metadata
-    store.put("annotations/v0001.json", json.dumps({"jsonl": "annotations/v0001.jsonl", "sha256": hashlib.sha256(body).hexdigest()}).encode())
+        entries[key] = Entry(key, [box], label)
+    annotation_set.write(store, entries, version=1, parent=None)  # what `attnloop ls harvest` writes
     version = retrain(base_data=str(data), holdout=str(data), epochs=6)
     tags = registry.version_tags(client, settings.model_name, version)
     assert tags["parent_version"] == first and tags["annotation_set"] == "annotations/v0001.jsonl"
+    # the challenger's MLflow run names the data and the set it was trained on, and shows its attention on that data
+    run = client.get_run(client.get_model_version(settings.model_name, version).run_id)
+    assert run.data.params["data.boxes"] == "annotations/v0001.jsonl" and run.data.params["data.data"]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} >= {"figures/attention_test.png", "figures/confusion_test.png"}
     assert registry.alias_version(client, settings.model_name, registry.CHALLENGER) == version
     outcome = promote(holdout=str(data))
     assert outcome == {"action": PROMOTE, "version": version, "reasons": []}

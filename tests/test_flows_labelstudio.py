@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from prefect.testing.utilities import prefect_test_harness
 
+from attnloop import annotation_set
 from attnloop.config import Settings
 from attnloop.datasets import Record
 from attnloop.imaging import encode_png
-from attnloop.labelstudio import find_project, read_version, simulate_annotator
-from attnloop.labelstudio.project import LabelStudioSettings
-from attnloop.stream import frame_key
+from attnloop.labelstudio import find_project, simulate_annotator
+from attnloop.layout import frame_key
 
 pytestmark = pytest.mark.services
 
@@ -53,7 +53,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_
     pushed = annotate(model=model, top_k=5)
     rest = annotate(model=model, top_k=5, ranking="hybrid")  # the next best frames not queued yet: the 3 left
     assert (pushed["created"], rest["created"], annotate(model=model, top_k=5)["created"]) == (5, 3, 0)  # never twice
-    ls_settings = LabelStudioSettings.from_env()
+    ls_settings = Settings.from_env().label_studio
     ls = ls_settings.client()
     project = find_project(ls, ls_settings.project)
     images = [t.data["image"] for t in ls.tasks.list(project=project.id, fields="all")]
@@ -61,10 +61,10 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_
     assert simulate_annotator(ls, project, truth)["annotated"] == 8
     harvested = harvest()
     assert harvested["written"] and harvested["added"] == 8 and harvested["problems"] == 0
-    entries, _ = read_version(store, harvested["version"])
+    entries = annotation_set.read(store, harvested["version"]).entries
     for key, entry in entries.items():
-        assert entry["label"] == truth[key].label
-        assert np.abs(np.subtract(entry["boxes"][0], truth[key].boxes[0])).max() <= 1.0
+        assert entry.label == truth[key].label
+        assert np.abs(np.subtract(entry.boxes[0], truth[key].boxes[0])).max() <= 1.0
     assert harvest()["written"] is False  # nothing new
 
 

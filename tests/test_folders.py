@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from attnloop.cli import main
+from attnloop.apps.cli import main
 from attnloop.datasets import read_manifest
 from attnloop.datasets.folders import hash_split, import_folder, read_boxes
 from attnloop.imaging import encode_png

@@ -177,7 +177,7 @@ def test_serving_is_ready_on_health_and_checked_for_liveness(objects):
 
 
 def test_dask_cluster_is_where_the_flow_looks_for_it(objects):
-    from flows.backlog import DASK_ADDRESS_ENV
+    from attnloop.config import DASK_ADDRESS_ENV
 
     address = of_kind(objects, "ConfigMap")["attnloop-config"]["data"][DASK_ADDRESS_ENV]
     host, port = re.fullmatch(r"tcp://([\w.-]+):(\d+)", address).groups()

@@ -17,6 +17,7 @@ import pytest
 from labelstudio_server import LabelStudioProcess, new_server
 from services import S3_KEY, S3_SECRET
 
+from attnloop import annotation_set
 from attnloop.datasets.annotations import read_annotations
 from attnloop.datasets.manifest import Record
 from attnloop.imaging import encode_png
@@ -26,15 +27,14 @@ from attnloop.labelstudio import (
     harvest,
     project_classes,
     push,
-    read_version,
     simulate_annotator,
 )
-from attnloop.labelstudio.harvest import meta_key
 from attnloop.labelstudio.push import NotServed, local_files_urls
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import NO_OBJECT, choices_result, rectangle_result
+from attnloop.layout import annotation_meta_key, overlay_key
 from attnloop.proposals import attention_box
-from attnloop.scoring import content_hash, overlay_key
+from attnloop.scoring import content_hash
 from attnloop.storage import open_store
 
 pytestmark = pytest.mark.services
@@ -137,7 +137,7 @@ def test_both_templates_create_projects_and_bootstrap_is_idempotent(ls):
 
 
 def test_push_500_tasks_in_bulk_with_predictions_and_never_twice(ls, store):
-    from attnloop.scoring import priority
+    from attnloop.priority import priority
 
     project = bootstrap(ls, title="push 500", classes=CLASSES, template="box_correction_overlay")
     rows, _ = make_frames(store, "push", 500, seed=1)
@@ -236,7 +236,7 @@ def test_simulated_annotator_boxes_come_back_within_one_pixel(ls, store, tmp_pat
         assert annotations[key].label == record.label
         assert len(annotations[key].boxes) == 1
         assert np.abs(np.subtract(annotations[key].boxes[0], record.boxes[0])).max() <= 1.0
-    meta = json.loads(store.get(meta_key(1, prefix)))
+    meta = json.loads(store.get(annotation_meta_key(1, prefix)))
     assert meta["count"] == 60 and meta["parent"] is None and len(meta["watermark"][str(project.id)]) == 60
 
     nothing = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
@@ -252,10 +252,10 @@ def test_noisy_annotator_is_seeded_and_honours_rates(ls, store):
     assert counts["annotated"] + counts["skipped"] == 40
     assert 3 <= counts["skipped"] <= 18 and counts["wrong_class"] >= 2 and counts["missed_boxes"] >= 1
     result = harvest(ls, project, store=store, classes=CLASSES, prefix="annotations/noisy/")
-    entries, _ = read_version(store, result.version, "annotations/noisy/")
+    entries = annotation_set.read(store, result.version, "annotations/noisy/").entries
     assert len(entries) == counts["annotated"] - counts["missed_boxes"]  # one box per frame: a missed box leaves no entry
     assert sum(1 for p in result.problems if p.reason == "no_box") == counts["missed_boxes"]
-    wrong = sum(1 for key, e in entries.items() if e["label"] != truth[key].label)
+    wrong = sum(1 for key, e in entries.items() if e.label != truth[key].label)
     assert 1 <= wrong <= counts["wrong_class"]
 
 
@@ -291,11 +291,11 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     prefix = "annotations/edits/"
     v1 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
     assert (v1.version, v1.added, v1.updated) == (1, 5, 0)
-    entries, _ = read_version(store, 1, prefix)
+    entries = annotation_set.read(store, 1, prefix).entries
     assert set(entries) == {good, zero, unknown, garbage, nothing}  # not the skipped, not the rotated-only, not the untouched
-    assert (entries[nothing]["boxes"], entries[nothing]["label"]) == ([], "fine")  # a class correction without evidence
-    assert entries[zero]["boxes"] == [pytest.approx(truth[zero].boxes[0], abs=1e-6)]
-    assert entries[unknown]["label"] == "scratch" and entries[garbage]["label"] == "dent"  # class corrections kept
+    assert (entries[nothing].boxes, entries[nothing].label) == ([], "fine")  # a class correction without evidence
+    assert entries[zero].boxes == [pytest.approx(truth[zero].boxes[0], abs=1e-6)]
+    assert entries[unknown].label == "scratch" and entries[garbage].label == "dent"  # class corrections kept
     reasons = sorted((p.task, p.reason) for p in v1.problems)
     assert reasons == sorted(
         [(tasks[zero], "zero_area"), (tasks[rotated], "rotated"), (tasks[rotated], "no_box"), (tasks[unknown], "unknown_label"), (tasks[garbage], "malformed")]
@@ -307,10 +307,11 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     ls.annotations.update(id=first.id, result=[choices_result(["dent"]), box(good, delta=2.0, label="dent")])
     v2 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
     assert (v2.version, v2.added, v2.updated, v2.problems) == (2, 0, 1, [])
-    entries2, meta2 = read_version(store, 2, prefix)
+    v2_set = annotation_set.read(store, 2, prefix)
+    entries2, meta2 = v2_set.entries, v2_set.meta
     assert set(entries2) == set(entries) and meta2["parent"] == 1
-    assert entries2[good]["label"] == "dent"
-    assert entries2[good]["boxes"] == [pytest.approx(np.add(truth[good].boxes[0], 2.0).tolist(), abs=1e-6)]
+    assert entries2[good].label == "dent"
+    assert entries2[good].boxes == [pytest.approx(np.add(truth[good].boxes[0], 2.0).tolist(), abs=1e-6)]
     assert {k: v for k, v in entries2.items() if k != good} == {k: v for k, v in entries.items() if k != good}
     assert store.get(v1.key) == v1_body  # versions are immutable
 
@@ -324,7 +325,7 @@ def test_edits_replace_skips_stay_out_and_bad_regions_are_reported(ls, store):
     ls.tasks.delete(id=str(tasks[garbage]))
     v4 = harvest(ls, project, store=store, classes=CLASSES, prefix=prefix)
     assert (v4.written, v4.version, v4.added, v4.updated, v4.removed) == (True, 3, 0, 0, 1)
-    entries4, _ = read_version(store, 3, prefix)
+    entries4 = annotation_set.read(store, 3, prefix).entries
     assert entries4 == {k: v for k, v in entries2.items() if k != unknown}
     assert harvest(ls, project, store=store, classes=CLASSES, prefix=prefix).written is False
 

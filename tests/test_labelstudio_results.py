@@ -161,18 +161,19 @@ def test_unknown_template_lists_the_valid_names():
 
 
 def test_settings_come_from_env_and_a_missing_server_says_what_to_set():
-    from attnloop.labelstudio.project import DEFAULT_TITLE, LabelStudioSettings
+    from attnloop.config import DEFAULT_PROJECT, Settings
 
-    settings = LabelStudioSettings.from_env({"ATTNLOOP_LABEL_STUDIO_URL": "http://127.0.0.1:8080/", "ATTNLOOP_LABEL_STUDIO_TOKEN": "t"})
-    assert (settings.url, settings.token, settings.project) == ("http://127.0.0.1:8080", "t", DEFAULT_TITLE)
+    settings = Settings.from_env({"ATTNLOOP_LABEL_STUDIO_URL": "http://127.0.0.1:8080/", "ATTNLOOP_LABEL_STUDIO_TOKEN": "t"}).label_studio
+    assert (settings.url, settings.token, settings.project) == ("http://127.0.0.1:8080", "t", DEFAULT_PROJECT)
+    assert "'t'" not in repr(settings)  # the token stays out of logs
     with pytest.raises(ValueError, match="ATTNLOOP_LABEL_STUDIO_URL"):
-        LabelStudioSettings.from_env({}).client()
+        Settings.from_env({}).label_studio.client()
 
 
 def test_cli_commands_register_on_a_parser():
     import argparse
 
-    from attnloop.labelstudio import cli
+    from attnloop.apps.cli import labelstudio as cli
 
     parser = argparse.ArgumentParser()
     cli.add_commands(parser.add_subparsers(dest="command", required=True))

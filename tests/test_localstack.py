@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attnloop.localstack import ROOT, STATE, Process, Stack, alive, start, status, stop
+from attnloop.apps.localstack import ROOT, STATE, Process, Stack, alive, start, status, stop
 
 pytestmark = pytest.mark.services
 

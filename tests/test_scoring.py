@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from attnloop import scoring
-from attnloop import imaging
+from attnloop import imaging, layout, scores, scoring
 from attnloop.imaging import encode_png
 from attnloop.runtime import OnnxModel
 from attnloop.storage import open_store
-from attnloop.stream import frame_key, parse_frame_key, simulate
+from attnloop.layout import frame_key, parse_frame_key
+from attnloop.stream import simulate
 from services import S3_KEY, S3_SECRET
 
 pytestmark = pytest.mark.services
@@ -50,7 +50,7 @@ def put_frames(store, count: int, *, source: str = "line-1", start: int = 0) -> 
 
 
 def rows_per_key(store, version):
-    table = scoring.read_scores(store, model_version=version, columns=["key"])
+    table = scores.read_scores(store, model_version=version, columns=["key"])
     keys = table["key"].to_pylist() if table is not None else []
     return {k: keys.count(k) for k in set(keys)}
 
@@ -104,7 +104,7 @@ def test_a_crashed_run_is_simply_rerun_and_scores_each_frame_once(store, onnx_mo
 def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     keys = put_frames(store, 20, source="cam-a")
     summary = scoring.score_store(store, onnx_model, model_version="v1", batch_size=8, overlays=3, progress=False)
-    table = scoring.read_scores(store, model_version="v1")
+    table = scores.read_scores(store, model_version="v1")
     rows = {r["key"]: r for r in table.to_pylist()}
     assert sorted(rows) == keys
     expected = {
@@ -125,7 +125,7 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     np.testing.assert_allclose(embeddings[int(index)], direct["embedding"][3], atol=1e-5)
     assert len(summary.to_dict()["overlays"]) == 3
     for key in summary.to_dict()["overlays"]:
-        assert store.get(scoring.overlay_key("v1", key))[:4] == b"\x89PNG"
+        assert store.get(layout.overlay_key("v1", key))[:4] == b"\x89PNG"
     sheet = imaging.decode(store.get(summary.to_dict()["attention_sheet"]))  # the three overlays side by side, captioned
     assert sheet.shape[1] == 3 * 96 and sheet.shape[0] > 96
     report = json.loads(store.get(f"reports/v1/{summary.run_id}.json"))
@@ -183,13 +183,14 @@ def test_memory_stays_bounded_over_ten_thousand_frames(store, onnx_model):
 
 
 def test_candidates_leave_out_queued_frames_and_hybrid_picks_a_spread_batch(store, onnx_model):
-    """What the annotate flow pushes: the best frames not queued yet, by margin or as a diverse batch."""
-    from attnloop.labelstudio.push import _embeddings, ranked_candidates
-    from attnloop.priority.strategies import HYBRID_SIGNALS, percentile
+    """What the annotate flow pushes: the best frames not queued yet, by margin or as a diverse batch,
+    chosen by the one selection the benchmark measures (attnloop.priority.select) over the stored rows."""
+    from attnloop.labelstudio.push import ranked_candidates
+    from attnloop.priority import select
 
     put_frames(store, 60)
     scoring.score_store(store, onnx_model, model_version="3", batch_size=16, part_rows=25, progress=False)
-    rows = scoring.read_scores(store, model_version="3").to_pylist()
+    rows = scores.read_scores(store, model_version="3").to_pylist()
 
     by_margin = ranked_candidates(store, "3")
     assert [c.key for c in by_margin] == [r["key"] for r in sorted(rows, key=lambda r: -r["margin"])]
@@ -198,16 +199,10 @@ def test_candidates_leave_out_queued_frames_and_hybrid_picks_a_spread_batch(stor
 
     batch = ranked_candidates(store, "3", limit=6, exclude=queued, ranking="hybrid")
     assert len({c.key for c in batch}) == 6 and not queued & {c.key for c in batch}
-    open_rows = [r for r in rows if r["key"] not in queued]
-    scores = np.mean([percentile(np.array([r[n] for r in open_rows])) for n in HYBRID_SIGNALS], axis=0)
-    shortlist = [open_rows[int(i)] for i in np.argsort(-scores, kind="stable")[:24]]  # 4 × the batch
-    assert batch[0].key == shortlist[0]["key"]  # the best by mean rank first
-    vectors = dict(zip([r["key"] for r in shortlist], _embeddings(store, [r["embedding_ref"] for r in shortlist])))
-    assert all(c.key in vectors for c in batch)
-    for j in range(1, len(batch)):  # then each pick is the shortlisted frame farthest from those picked before it
-        def gap(key):
-            return min(np.linalg.norm(vectors[key] - vectors[c.key]) for c in batch[:j])
-        assert gap(batch[j].key) == pytest.approx(max(gap(k) for k in vectors))
+    pool = scores.selection_pool(store, scores.read_rows(store, "3"))
+    assert [c.key for c in batch] == select(pool, 6, ranking="hybrid", exclude=queued)
+    stored = scores.read_embeddings(store, [r["embedding_ref"] for r in rows])
+    np.testing.assert_array_equal(np.asarray(pool.embeddings), stored)  # the pool reads the rows' own embeddings
 
     with pytest.raises(ValueError, match="give its size"):
         ranked_candidates(store, "3", ranking="hybrid")

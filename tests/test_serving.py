@@ -20,7 +20,6 @@ from attnloop.imaging import Limits, encode_png
 from attnloop.runtime import OnnxModel
 from conftest import write_tiny_manifest
 from attnloop.imaging import header_size
-from attnloop.labelstudio.project import LabelStudioSettings
 from serving.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +238,7 @@ def test_label_studio_backend_protocol(trained, images, tmp_path):
     loose = store / "loose.png"  # a task URL is read only when it names a file of the store
     loose.write_bytes(images[6])
     settings = settings_for(tmp_path, store_uri=store.as_uri(), serving_token=TOKEN)
-    app = create_app(model_source=str(trained["onnx"]), settings=settings, label_studio=LabelStudioSettings(url=None, token=None))
+    app = create_app(model_source=str(trained["onnx"]), settings=settings)
     with TestClient(app, headers=AUTH) as client:
         assert client.get("/ls/health").json() == {"status": "UP", "model_class": "attnloop"}
         assert client.post("/ls/health").json()["status"] == "UP"

@@ -19,7 +19,7 @@ import pytest
 from attnloop import registry
 from attnloop.config import Settings
 from attnloop.gate import REFUSE
-from attnloop.localstack import ROOT, start, stop
+from attnloop.apps.localstack import ROOT, start, stop
 from conftest import register_weak_champion, write_tiny_manifest
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -106,7 +106,7 @@ def put_swapped_frames(store, source: str, workdir: Path, *, per_class: int) -> 
     """Frames drawn like the tiny manifest's (other seed) in the store, with every label swapped in
     their truth, by object key."""
     from attnloop.datasets import Record
-    from attnloop.stream import frame_key
+    from attnloop.layout import frame_key
 
     root = write_tiny_manifest(workdir, per_class=per_class, seed=1)
     truth = {}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from attnloop.priority.strategies import STRATEGIES, Context, Pool, k_center_greedy, rank
+from attnloop.priority.strategies import STRATEGIES, Context, Pool, k_center_greedy, select
 
 
 def make_pool(n: int = 60, k: int = 3, seed: int = 0) -> Pool:
@@ -27,36 +27,36 @@ CONTEXT = dict(confusion=np.array([[10, 3, 0], [2, 12, 1], [0, 1, 9]]))
 def test_strategies_never_return_excluded_ids(strategy):
     pool = make_pool()
     exclude = set(pool.ids[::2])
-    chosen = rank(strategy, pool, 20, context=Context(exclude=exclude, **CONTEXT))
+    chosen = select(pool, 20, ranking=strategy, context=Context(exclude=exclude, **CONTEXT))
     assert len(chosen) == 20 and len(set(chosen)) == 20
     assert not set(chosen) & exclude
     assert set(chosen) <= set(pool.ids)
-    assert rank(strategy, pool, 0, context=Context(**CONTEXT)) == []
-    everything = rank(strategy, pool, 1000, context=Context(exclude=exclude, **CONTEXT))
+    assert select(pool, 0, ranking=strategy, context=Context(**CONTEXT)) == []
+    everything = select(pool, 1000, ranking=strategy, context=Context(exclude=exclude, **CONTEXT))
     assert sorted(everything) == sorted(set(pool.ids) - exclude)
 
 
 def test_single_signal_strategies_follow_their_signal():
     pool = make_pool()
-    chosen = rank("least_confidence", pool, 5)
+    chosen = select(pool, 5, ranking="least_confidence")
     top = pool.probabilities.max(axis=1)
     assert [pool.ids.index(i) for i in chosen] == list(np.argsort(top)[:5])
     wrong = set(np.nonzero(pool.probabilities.argmax(axis=1) != pool.labels)[0])
-    first = [pool.ids.index(i) for i in rank("wrong_first", pool, len(wrong))]
+    first = [pool.ids.index(i) for i in select(pool, len(wrong), ranking="wrong_first")]
     assert set(first) == wrong
 
 
 def test_class_weights_move_a_class_up():
     pool = make_pool()
     predicted = pool.probabilities.argmax(axis=1)
-    chosen = rank("entropy", pool, 10, context=Context(class_weights={2: 100.0}))
+    chosen = select(pool, 10, ranking="entropy", context=Context(class_weights={2: 100.0}))
     assert all(predicted[pool.ids.index(i)] == 2 for i in chosen[: min(10, int((predicted == 2).sum()))])
 
 
 def test_simsearch_brings_the_neighbours_of_a_flagged_mistake():
     pool = make_pool()
     pool.embeddings[[11, 22, 33]] = pool.embeddings[5] + 0.01
-    chosen = rank("simsearch", pool, 4, context=Context(mistakes=["img5"]))
+    chosen = select(pool, 4, ranking="simsearch", context=Context(mistakes=["img5"]))
     assert chosen[0] == "img5" and set(chosen[1:4]) == {"img11", "img22", "img33"}
 
 
@@ -65,8 +65,8 @@ def test_hybrid_keeps_the_batch_diverse():
     copies = list(range(10, 30))
     pool.embeddings[copies] = pool.embeddings[10]  # twenty copies of one frame …
     pool.probabilities[copies] = 1 / 3  # … all maximally uncertain
-    plain = [pool.ids.index(i) for i in rank("least_confidence", pool, 10)]
-    mixed = [pool.ids.index(i) for i in rank("hybrid", pool, 10)]
+    plain = [pool.ids.index(i) for i in select(pool, 10, ranking="least_confidence")]
+    mixed = [pool.ids.index(i) for i in select(pool, 10, ranking="hybrid")]
     assert len(set(plain) & set(copies)) == 10
     assert len(set(mixed) & set(copies)) <= 2
 
@@ -88,11 +88,41 @@ def test_k_center_greedy_never_picks_a_candidate_twice():
 def test_errors_name_what_is_missing():
     pool = make_pool()
     with pytest.raises(ValueError, match="valid names: random"):
-        rank("oracle", pool, 3)
+        select(pool, 3, ranking="oracle")
     with pytest.raises(ValueError, match="needs confusion"):
-        rank("confusion", pool, 3)
+        select(pool, 3, ranking="confusion")
     pool.labels = None
     with pytest.raises(ValueError, match="needs labels"):
-        rank("wrong_first", pool, 3)
+        select(pool, 3, ranking="wrong_first")
     with pytest.raises(ValueError, match="rows for 60 ids"):
         Pool(pool.ids, pool.probabilities[:5], pool.attention_probabilities, pool.attention, pool.embeddings)
+
+
+def test_hybrid_ranks_the_open_ids_and_spreads_its_batch():
+    """Signals are rank-normalized among the ids not excluded; the batch starts with the best of them by
+    mean rank, and each next pick is the shortlisted id farthest from those picked before it."""
+    from attnloop.priority.strategies import HYBRID_SIGNALS, SIGNALS, percentile
+
+    pool = make_pool(n=60)
+    queued = set(pool.ids[:5])
+    batch = select(pool, 6, ranking="hybrid", exclude=queued)
+    assert len(set(batch)) == 6 and not queued & set(batch)
+    open_ = [i for i, id_ in enumerate(pool.ids) if id_ not in queued]
+    mean_rank = np.mean([percentile(SIGNALS[n](pool, Context())[open_]) for n in HYBRID_SIGNALS], axis=0)
+    shortlist = [pool.ids[open_[j]] for j in np.argsort(-mean_rank, kind="stable")[:24]]  # 4 × the batch
+    assert batch[0] == shortlist[0]
+    vectors = {id_: pool.embeddings[pool.ids.index(id_)] for id_ in shortlist}
+    for j in range(1, len(batch)):
+        def gap(id_):
+            return min(np.linalg.norm(vectors[id_] - vectors[b]) for b in batch[:j])
+        assert batch[j] in vectors and gap(batch[j]) == pytest.approx(max(gap(k) for k in vectors))
+
+
+def test_select_leaves_out_what_is_queued_and_orders_the_rest():
+    pool = make_pool()
+    queued = set(pool.ids[:10])
+    everything = select(pool, None, ranking="margin", exclude=queued)
+    assert sorted(everything) == sorted(set(pool.ids) - queued)
+    assert select(pool, 5, ranking="margin", exclude=queued) == everything[:5]
+    with pytest.raises(ValueError, match="give its size"):
+        select(pool, None, ranking="hybrid")

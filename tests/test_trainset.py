@@ -3,6 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from attnloop import annotation_set
+from attnloop.annotation_set import Entry
 from attnloop.datasets import read_manifest
 from attnloop.imaging import encode_png
 from attnloop.storage import LocalStore
@@ -11,10 +13,11 @@ from attnloop.trainset import materialize
 
 
 def annotated_store(tmp_path, entries):
+    """A local store with the entries' frames and the entries as annotation set version 1."""
     store = LocalStore(tmp_path / "store")
     for i, entry in enumerate(entries):
         store.put(entry["image"], encode_png(np.full((32, 32, 1), 20 * i, np.uint8)))
-    store.put("annotations/v0001.jsonl", "".join(json.dumps(e) + "\n" for e in entries).encode())
+    annotation_set.write(store, {e["image"]: Entry(**e) for e in entries}, version=1, parent=None)
     return store
 
 
@@ -67,3 +70,11 @@ def test_train_reads_a_harvested_set_from_its_store_and_refuses_one_that_names_n
         training_set(tiny_data, str(away), out=tmp_path / "set2")
     with pytest.raises(FileNotFoundError, match="--store"):
         training_set(tiny_data, "annotations/v0009.jsonl", out=tmp_path / "set3", store=store)
+
+
+def test_a_set_altered_after_it_was_written_is_refused(tiny_data, tmp_path):
+    store = annotated_store(tmp_path, [{"image": "frames/l1/2026-11-26/a.png", "boxes": [[2, 2, 12, 12]], "label": "square"}])
+    body = store.get("annotations/v0001.jsonl")
+    store.put("annotations/v0001.jsonl", body.replace(b'"square"', b'"bar"'))
+    with pytest.raises(ValueError, match="the set was altered"):
+        materialize(store, "annotations/v0001.jsonl", out=tmp_path / "set", base=tiny_data)

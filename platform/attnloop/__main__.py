@@ -2,6 +2,6 @@
 
 import sys
 
-from attnloop.cli import main
+from attnloop.apps.cli import main
 
 sys.exit(main())

@@ -1,12 +1,26 @@
-"""One typed settings object, read from the environment when a command starts (never at import)."""
+"""One typed settings object, read from the environment when a command starts (never at import).
+
+:class:`Settings` holds every setting attnloop reads: where its state lives (home, store,
+MLflow), the gate's policy, Label Studio's address, serving's model and token, the Dask
+scheduler. :func:`current` is what a step uses: the settings an application put in force with
+:func:`using` (the demo runs the flows on its own folder that way), else those of the
+environment (a flow run started by a Prefect worker, a command). Which variable sets what:
+docs/architecture.md.
+"""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from attnloop.gate import Policy
+
+DEFAULT_PROJECT = "attnloop box correction"  # the Label Studio project's title
+DASK_ADDRESS_ENV = "ATTNLOOP_DASK_ADDRESS"  # the Dask scheduler score-backlog sends its partitions to
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
@@ -29,6 +43,30 @@ def _flag(env: dict[str, str], key: str) -> bool:
 
 
 @dataclass(frozen=True)
+class LabelStudioSettings:
+    """Where Label Studio is: ``ATTNLOOP_LABEL_STUDIO_URL``, ``_TOKEN`` (a legacy API token),
+    ``_PROJECT`` (the project title) and ``_DOCUMENT_ROOT`` (the server's
+    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: where it serves a local store from; unset: the
+    store folder itself, the root a Label Studio started by attnloop gets)."""
+
+    url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    project: str = DEFAULT_PROJECT
+    document_root: str | None = None
+
+    def client(self):
+        """A ``label_studio_sdk.LabelStudio`` client for these settings."""
+        from label_studio_sdk import LabelStudio
+
+        if not self.url or not self.token:
+            raise ValueError(
+                "Label Studio is not configured: set ATTNLOOP_LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and "
+                "ATTNLOOP_LABEL_STUDIO_TOKEN (Account & Settings → Legacy Token in Label Studio)"
+            )
+        return LabelStudio(base_url=self.url, api_key=self.token)
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path  # where embedded defaults keep their state (runs, local store, MLflow file, demo data)
     threads: int | None  # torch / ONNX Runtime intra-op threads; None lets them choose
@@ -38,8 +76,11 @@ class Settings:
     store_uri: str | None = None  # s3://bucket/prefix or file:///path; default: a folder under home
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
-    s3_secret_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
     serving_token: str | None = field(default=None, repr=False)  # the token /ls and /admin require (ATTNLOOP_SERVING_TOKEN)
+    serving_model: str | None = None  # what serving serves (ATTNLOOP_SERVING_MODEL); default: the registry's champion
+    dask_address: str | None = None  # an existing Dask scheduler for score-backlog (ATTNLOOP_DASK_ADDRESS); default: a local cluster
+    label_studio: LabelStudioSettings = field(default_factory=LabelStudioSettings)
 
     def store(self, uri: str | None = None, *, create: bool = True):
         """The object store at ``uri``, else the configured one (a folder under ``home`` by default)."""
@@ -83,4 +124,30 @@ class Settings:
             s3_access_key=env.get("AWS_ACCESS_KEY_ID") or None,
             s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             serving_token=env.get("ATTNLOOP_SERVING_TOKEN") or None,
+            serving_model=env.get("ATTNLOOP_SERVING_MODEL") or None,
+            dask_address=env.get(DASK_ADDRESS_ENV) or None,
+            label_studio=LabelStudioSettings(
+                url=(env.get("ATTNLOOP_LABEL_STUDIO_URL") or "").rstrip("/") or None,
+                token=env.get("ATTNLOOP_LABEL_STUDIO_TOKEN") or None,
+                project=env.get("ATTNLOOP_LABEL_STUDIO_PROJECT") or DEFAULT_PROJECT,
+                document_root=env.get("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT") or None,
+            ),
         )
+
+
+_ACTIVE: ContextVar[Settings | None] = ContextVar("attnloop_settings", default=None)
+
+
+def current() -> Settings:
+    """The settings in force: those :func:`using` put in force here, else the environment's (read now)."""
+    return _ACTIVE.get() or Settings.from_env()
+
+
+@contextmanager
+def using(settings: Settings) -> Iterator[Settings]:
+    """Put ``settings`` in force for the steps run inside (threads and tasks they start included)."""
+    token = _ACTIVE.set(settings)
+    try:
+        yield settings
+    finally:
+        _ACTIVE.reset(token)

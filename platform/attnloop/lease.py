@@ -41,11 +41,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
+from attnloop.layout import LEASE_PROBES, lease_key, lease_prefix
 from attnloop.storage import Store
 
 log = logging.getLogger(__name__)
 
-PREFIX = "leases/"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@=+-]{0,199}$")
 
 
@@ -98,7 +98,7 @@ class Held:
         while not self._stop.wait(interval):
             try:
                 self.body["expires"] = time.time() + self.ttl
-                _put(self.store, _key(self.name, self.generation), self.body)
+                _put(self.store, lease_key(self.name, self.generation), self.body)
                 renewed = time.time()
                 if max(_generations(self.store, self.name), default=0) != self.generation:
                     self._lost.set()
@@ -148,7 +148,7 @@ def hold(store: Store, name: str, *, owner: str | None = None, ttl: float = 30.0
         thread.join()
         if not taken.lost:
             try:
-                _put(store, _key(name, taken.generation), {**taken.body, "released": True, "expires": time.time()})
+                _put(store, lease_key(name, taken.generation), {**taken.body, "released": True, "expires": time.time()})
             except Exception as err:
                 log.warning("lease %r on %s: could not release it (%s); it expires in %.0f s", name, store.uri, err, ttl)
 
@@ -156,13 +156,9 @@ def hold(store: Store, name: str, *, owner: str | None = None, ttl: float = 30.0
 # --- generations ----------------------------------------------------------------------------------
 
 
-def _key(name: str, generation: int) -> str:
-    return f"{PREFIX}{name}/{generation:012d}.json"
-
-
 def _generations(store: Store, name: str) -> list[int]:
     out = []
-    for info in store.list(f"{PREFIX}{name}/"):
+    for info in store.list(lease_prefix(name)):
         stem = info.key.rsplit("/", 1)[-1].removesuffix(".json")
         if stem.isdigit():
             out.append(int(stem))
@@ -171,7 +167,7 @@ def _generations(store: Store, name: str) -> list[int]:
 
 def _read(store: Store, name: str, generation: int) -> dict | None:
     try:
-        body = json.loads(store.get(_key(name, generation)))
+        body = json.loads(store.get(lease_key(name, generation)))
     except KeyError:
         return None  # cleaned up by a newer holder a moment ago
     except ValueError:
@@ -195,14 +191,14 @@ def _try_take(store: Store, name: str, *, owner: str, ttl: float) -> Held | dict
     generation = latest + 1
     now = time.time()
     body = {"owner": owner, "token": uuid.uuid4().hex, "acquired": now, "expires": now + ttl, "ttl": ttl}
-    if not _create(store, _key(name, generation), json.dumps(body).encode()):
+    if not _create(store, lease_key(name, generation), json.dumps(body).encode()):
         winner = _read(store, name, generation)
         if winner is None or winner.get("token") != body["token"]:  # (our own, when a retried PUT had landed)
             return winner
     if max(_generations(store, name)) != generation:
         # a generation removed by the cleanup below was created again by a taker that had listed long
         # ago: a newer generation exists, so this one never counted
-        store.delete(_key(name, generation))
+        store.delete(lease_key(name, generation))
         return None
     _cleanup(store, name, below=generation)
     return Held(store, name, generation, body, ttl)
@@ -213,7 +209,7 @@ def _cleanup(store: Store, name: str, *, below: int) -> None:
     try:
         for generation in _generations(store, name):
             if generation < below:
-                store.delete(_key(name, generation))
+                store.delete(lease_key(name, generation))
     except Exception as err:
         log.debug("lease %r: cleanup of old generations failed (%s)", name, err)
 
@@ -237,7 +233,7 @@ _checked: set[str] = set()  # buckets whose server was seen to refuse a second c
 
 def _create_s3(store, key: str, data: bytes) -> bool:
     if store.uri not in _checked:
-        probe = f"{PREFIX}.probe/{uuid.uuid4().hex}.json"
+        probe = f"{LEASE_PROBES}{uuid.uuid4().hex}.json"
         first, second = _put_if_absent(store, probe, b"{}"), _put_if_absent(store, probe, b"{}")
         store.delete(probe)
         if not first or second:

@@ -18,6 +18,7 @@ from attnloop.holdout import Holdout, score
 from attnloop.models import load_checkpoint
 from attnloop.registry import CHAMPION, RUN_FILE, alias_version, log_training, register
 from attnloop.runtime import OnnxModel
+from attnloop.training import run_data
 
 EXPERIMENT = "attnloop-training"
 
@@ -31,8 +32,8 @@ def training_figures(run_dir: str | Path, *, count: int = 16) -> dict[str, bytes
     if split is None:
         return out
     out[f"confusion_{split}.png"] = figures.confusion_png(metrics["splits"][split]["confusion"], metrics["classes"], title=f"{split} split")
-    info = run_dir / "data.json"
-    root = Path(json.loads(info.read_text())["data"]) if info.exists() else None
+    info = run_data(run_dir)
+    root = Path(info["data"]) if info else None
     if root is not None and (root / "manifest.jsonl").exists():
         model, card, _ = load_checkpoint(run_dir)
         records = [r for r in read_manifest(root) if r.split == split][:count]
@@ -52,9 +53,7 @@ def run_params(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     params = {f"config.{k}": v for k, v in metrics.get("config", {}).items()}
     params["data_hash"] = metrics.get("data_hash")
-    data = run_dir / "data.json"
-    if data.exists():
-        params.update({f"data.{k}": v for k, v in json.loads(data.read_text()).items()})
+    params.update({f"data.{k}": v for k, v in (run_data(run_dir) or {}).items()})
     return params
 
 

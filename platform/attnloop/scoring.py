@@ -7,9 +7,9 @@ own (a key no frame may have, an object the store refuses, bytes that do not dec
 is quarantined with the reason and the run goes on; only a failure that is not the frame's (the
 store unreachable, the model failing on a batch) stops a run, and a rerun is then safe.
 
-Exactly-once: rows are committed in parts. A part is one Parquet file per (source, date)
-under ``scores/source=S/date=D/part-<version>-<run>-<seq>.parquet`` followed by its ledger entry
-``ledger/<version>/<run>-<seq>.json``: every key with its content hash, status and the listing's
+Exactly-once: rows (:class:`attnloop.scores.ScoreRow`) are committed in parts. A part is one
+Parquet file per (source, date) under ``scores/`` (:mod:`attnloop.layout`) followed by its ledger
+entry ``ledger/<version>/<run>-<seq>.json``: every key with its content hash, status and the listing's
 signature (ETag and size) it was read under. A run first reads the ledger; a part written by a
 run that died before its ledger entry is found by its name, its keys are read back and its ledger
 entry is written then. So a re-run after a crash scores only what is left, and no row is ever
@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import io
 import json
 import logging
-import re
 import uuid
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,22 +42,18 @@ from typing import Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from attnloop import imaging, lease
-from attnloop.priority import signals
+from attnloop import imaging, layout, lease, scores
+from attnloop.layout import FrameKey, safe_version
+from attnloop.priority import frame_signals, priority
 from attnloop.runtime import OnnxModel
+from attnloop.scores import ScoreRow
 from attnloop.storage import TRANSIENT_CODES, Store
-from attnloop.stream import FrameKey, Listed, list_frames
+from attnloop.stream import Listed, list_frames
 
 log = logging.getLogger(__name__)
 
-SCORES, LEDGER, QUARANTINE, EMBEDDINGS, REPORTS, OVERLAYS = "scores/", "ledger/", "quarantine/", "embeddings/", "reports/", "overlays/"
 OFF_OBJECT = 0.5  # background attention above this: the model looked mostly off the object
 STORE_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccountProblem", "AllAccessDisabled"}
-
-
-def safe_version(version: str) -> str:
-    """A model version as a path segment."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(version))
 
 
 def lease_name(version: str) -> str:
@@ -123,11 +117,6 @@ def content_hash(data: bytes) -> str:
 # --- ledger ----------------------------------------------------------------------------------
 
 
-def _part_id(name: str, version: str) -> str | None:
-    match = re.match(rf"part-{re.escape(version)}-(?P<id>[0-9a-f]+-\d+)\.parquet$", name.rsplit("/", 1)[-1])
-    return match["id"] if match else None
-
-
 class Ledger:
     """What a model version's ledger holds: every (key, content hash) done with its status, and the
     listing signatures (ETag, size) they were read under. Items are ``[key, hash, status, etag,
@@ -167,24 +156,21 @@ def done_keys(store: Store, version: str) -> tuple[Ledger, int]:
     between writing a part's files and its entry right now, so the repair goes under a name of
     its own (``<part>.recovered-<digest>.json``): it never replaces the entry that run is about
     to write, and the keys both record are the same keys, counted once."""
-    import pyarrow.parquet as pq
-
     version = safe_version(version)
     done = Ledger()
     covered: set[str] = set()
-    for info in store.list(f"{LEDGER}{version}/"):
+    for info in store.list(layout.ledger_prefix(version)):
         entry = json.loads(store.get(info.key))
         covered.update(entry["files"])
         for item in entry["items"]:
             done.add(item)
     orphans: dict[str, list[str]] = {}
-    for info in store.list(SCORES):
-        part = _part_id(info.key, version)
-        if part is not None and info.key not in covered:
-            orphans.setdefault(part, []).append(info.key)
-    for info in store.list(f"{QUARANTINE}{version}/"):
+    for key, part in scores.part_files(store, version):
+        if key not in covered:
+            orphans.setdefault(part, []).append(key)
+    for info in store.list(layout.quarantine_prefix(version)):
         if info.key not in covered:
-            orphans.setdefault(info.key.rsplit("/", 1)[-1].removesuffix(".jsonl"), []).append(info.key)
+            orphans.setdefault(layout.quarantine_part_of(info.key), []).append(info.key)
     for part, keys in orphans.items():
         items = []
         for key in keys:
@@ -192,7 +178,7 @@ def done_keys(store: Store, version: str) -> tuple[Ledger, int]:
                 records = [json.loads(line) for line in store.get(key).decode().splitlines() if line]
                 items += [[q["key"], q["hash"], f"quarantined:{q['reason']}", q.get("etag", ""), q.get("size", 0)] for q in records]
                 continue
-            table = pq.read_table(io.BytesIO(store.get(key)), columns=["key", "hash"])
+            table = scores.read_part(store, key, columns=["key", "hash"])
             items += [[k, h, "scored"] for k, h in zip(table["key"].to_pylist(), table["hash"].to_pylist())]
         log.warning(
             "part %s of version %s had files without a ledger entry (a run stopped after writing them, or is writing its entry now); "
@@ -207,7 +193,7 @@ def done_keys(store: Store, version: str) -> tuple[Ledger, int]:
 
 def _write_ledger(store: Store, version: str, part: str, items: list[list], files: list[str], *, name: str | None = None) -> None:
     body = json.dumps({"part": part, "files": files, "items": items, "written_at": _now()}).encode()
-    store.put(f"{LEDGER}{version}/{name or part}.json", body, content_type="application/json")
+    store.put(layout.ledger_key(version, name or part), body, content_type="application/json")
 
 
 def _now(timespec: str = "seconds") -> str:
@@ -285,7 +271,7 @@ class _Part:
     """Rows and ledger items waiting to be committed as one part."""
 
     def __init__(self) -> None:
-        self.rows: list[dict] = []
+        self.rows: list[ScoreRow] = []
         self.embeddings: list[np.ndarray] = []
         self.quarantined: list[dict] = []
         self.items: list[list] = []  # [key, hash, status, etag, size] for every frame of the part
@@ -313,7 +299,7 @@ def score_store(
 ) -> RunSummary:
     """Score every frame not yet scored by ``model_version``; returns the run's summary (also
     written to ``reports/<version>/<run>.json`` and ``.md``). The ``overlays`` frames of highest
-    priority get an attention overlay at :func:`overlay_key`, ready for annotators.
+    priority get an attention overlay at :func:`attnloop.layout.overlay_key`, ready for annotators.
 
     The run holds the store's lease :func:`lease_name` (``lease_ttl``), waiting up to ``lease_wait``
     seconds (None: without bound) while another run of the version holds it, then raises
@@ -395,27 +381,10 @@ def _score(
     return summary
 
 
-def priority(row: dict) -> float:
-    """How soon a frame should be corrected (what overlays, the attention sheet and the annotate flow
-    rank by): its margin uncertainty, 1 − (top probability − runner-up).
-
-    The strategy benchmark (docs/benchmarks/strategies.md) chose it: margin is the best signal with a
-    few boxes on `mill`, while the earlier composite, the mean of least confidence, branch
-    disagreement and background attention (the benchmark's ``composite``), fell below random there;
-    branch disagreement and background attention are at or below random on most families. Every
-    signal stays in the rows and the tasks.
-    """
-    return row["margin"]
-
-
-def overlay_key(model_version: str, key: str) -> str:
-    return f"{OVERLAYS}{safe_version(model_version)}/{key.rsplit('.', 1)[0]}.png"
-
-
 def write_overlay(store: Store, key: str, attention: np.ndarray, *, model_version: str) -> str:
     """The frame with its attention map as a heat map, stored next to the scores."""
     picture = imaging.overlay(imaging.decode(store.get(key), name=key), attention)
-    target = overlay_key(model_version, key)
+    target = layout.overlay_key(model_version, key)
     store.put(target, imaging.encode_png(picture), content_type="image/png")
     return target
 
@@ -427,7 +396,7 @@ def write_attention_sheet(store: Store, summary: RunSummary, *, columns: int = 8
     top = sorted(summary.top, reverse=True)
     images = [imaging.decode(store.get(key), name=key) for _, key, _ in top]
     captions = [key.rsplit("/", 1)[-1].rsplit(".", 1)[0] for _, key, _ in top]
-    target = f"{REPORTS}{safe_version(summary.model_version)}/{summary.run_id}-attention.png"
+    target = layout.report_key(summary.model_version, summary.run_id, "-attention.png")
     store.put(target, attention_grid(images, [a for _, _, a in top], captions, columns=columns), content_type="image/png")
     return target
 
@@ -437,43 +406,35 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
     p = out["probabilities"]
     attention = out["attention"][:, 0]
     top = p.argmax(axis=1)
-    values = {
-        "least_confidence": signals.least_confidence(p),
-        "margin": signals.margin(p),
-        "entropy": signals.entropy(p),
-        "branch_disagreement": signals.branch_disagreement(p, out["attention_probabilities"]),
-        "background_attention": signals.background_attention(attention, object_fraction=object_fraction),
-    }
+    values = frame_signals(p, out["attention_probabilities"], attention, object_fraction=object_fraction)
     now = _now("milliseconds")  # fine enough to tell which of two rows of a replaced frame is newer
     names = model.card.class_names
     for i, frame in enumerate(frames):
         confidence = float(p[i].max())
-        row = {
-            "key": frame.key,
-            "hash": frame.hash,
-            "source": frame.parsed.source,
-            "date": frame.parsed.date,
-            "width": int(frame.size[1]),
-            "height": int(frame.size[0]),
-            "scored_at": now,
-            "model_version": version,
-            "class": names[int(top[i])],
-            "probabilities": p[i].astype(np.float32).tolist(),
-            "confidence": confidence,
-            **{k: float(v[i]) for k, v in values.items()},
-            "attention": attention[i].astype(np.float32).ravel().tolist(),
-            "attention_h": int(attention.shape[1]),
-            "attention_w": int(attention.shape[2]),
-        }
+        row = ScoreRow(
+            key=frame.key,
+            hash=frame.hash,
+            width=int(frame.size[1]),
+            height=int(frame.size[0]),
+            predicted=names[int(top[i])],
+            source=frame.parsed.source,
+            date=frame.parsed.date,
+            scored_at=now,
+            model_version=version,
+            probabilities=tuple(p[i].astype(np.float32).tolist()),
+            confidence=confidence,
+            signals={k: float(v[i]) for k, v in values.items()},
+            attention=attention[i].astype(np.float32),
+        )
         part.rows.append(row)
         part.items.append([frame.key, frame.hash, "scored", frame.etag, frame.nbytes])
         part.embeddings.append(out["embedding"][i].astype(np.float32))
         summary.scored += 1
-        summary.classes[row["class"]] += 1
+        summary.classes[row.predicted] += 1
         summary.confidence_histogram[min(9, int(confidence * 10))] += 1
-        summary.off_object += int(row["background_attention"] > OFF_OBJECT)
+        summary.off_object += int(row.signals["background_attention"] > OFF_OBJECT)
         if summary.top_size:
-            entry = (priority(row), frame.key, attention[i].copy())
+            entry = (priority(row.signals), frame.key, attention[i].copy())
             if len(summary.top) < summary.top_size:
                 heapq.heappush(summary.top, entry)
             elif entry[0] > summary.top[0][0]:
@@ -483,59 +444,14 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
 
 
 def _commit(store: Store, part: _Part, version: str, part_id: str, summary: RunSummary) -> None:
-    """Write the part's Parquet files (one per source and date), embeddings and quarantine records, then its ledger entry."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files: list[str] = []
-    if part.rows:
-        embeddings_key = f"{EMBEDDINGS}{version}/{part_id}.npy"
-        buffer = io.BytesIO()
-        np.save(buffer, np.stack(part.embeddings))
-        store.put(embeddings_key, buffer.getvalue(), content_type="application/octet-stream")
-        for i, row in enumerate(part.rows):
-            row["embedding_ref"] = f"{embeddings_key}#{i}"
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for row in part.rows:
-            groups.setdefault((row["source"], row["date"]), []).append(row)
-        for (source, day), rows in sorted(groups.items()):
-            key = f"{SCORES}source={source}/date={day}/part-{version}-{part_id}.parquet"
-            buffer = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows), buffer, compression="zstd")
-            store.put(key, buffer.getvalue(), content_type="application/vnd.apache.parquet")
-            files.append(key)
+    """Write the part's rows (:func:`attnloop.scores.write_part`) and quarantine records, then its ledger entry."""
+    files = scores.write_part(store, part.rows, part.embeddings, version=version, part=part_id)
     if part.quarantined:
-        key = f"{QUARANTINE}{version}/{part_id}.jsonl"
+        key = layout.quarantine_key(version, part_id)
         store.put(key, "".join(json.dumps(q) + "\n" for q in part.quarantined).encode(), content_type="application/x-ndjson")
         files.append(key)
     _write_ledger(store, version, part_id, part.items, files)
     summary.parts.append(part_id)
-
-
-def read_scores(store: Store, *, model_version: str | None = None, columns: list[str] | None = None, latest: bool = False):
-    """Every committed row (a pyarrow Table), optionally of one model version. A frame replaced
-    under its key has a row per content; ``latest`` keeps each key's newest row only."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    wanted = None if columns is None else list(dict.fromkeys([*columns, *(["key", "scored_at"] if latest else [])]))
-    tables = []
-    for info in store.list(SCORES):
-        if not info.key.endswith(".parquet"):
-            continue
-        if model_version is not None and _part_id(info.key, safe_version(model_version)) is None:
-            continue
-        tables.append(pq.read_table(io.BytesIO(store.get(info.key)), columns=wanted))
-    if not tables:
-        return None
-    table = pa.concat_tables(tables)
-    if latest:
-        newest: dict[str, tuple[str, int]] = {}
-        for i, (key, at) in enumerate(zip(table["key"].to_pylist(), table["scored_at"].to_pylist())):
-            if key not in newest or at >= newest[key][0]:
-                newest[key] = (at, i)
-        table = table.take(sorted(i for _, i in newest.values()))
-    return table.select(columns) if columns is not None else table
 
 
 # --- monitoring ------------------------------------------------------------------------------
@@ -567,7 +483,7 @@ def report_markdown(summary: RunSummary) -> str:
 
 
 def write_report(store: Store, summary: RunSummary) -> tuple[str, str]:
-    base = f"{REPORTS}{safe_version(summary.model_version)}/{summary.run_id}"
-    store.put(f"{base}.json", json.dumps(summary.to_dict(), indent=2).encode(), content_type="application/json")
-    store.put(f"{base}.md", report_markdown(summary).encode(), content_type="text/markdown")
-    return f"{base}.json", f"{base}.md"
+    json_key, md_key = (layout.report_key(summary.model_version, summary.run_id, suffix) for suffix in (".json", ".md"))
+    store.put(json_key, json.dumps(summary.to_dict(), indent=2).encode(), content_type="application/json")
+    store.put(md_key, report_markdown(summary).encode(), content_type="text/markdown")
+    return json_key, md_key

@@ -1,6 +1,6 @@
 """Image streams in the object store: the frame layout and a simulator that feeds it.
 
-Frames live at ``frames/<source>/<yyyy-mm-dd>/<id>.<ext>``; a source is a camera, a line or a
+Frames live at ``frames/<source>/<yyyy-mm-dd>/<id>.<ext>`` (:mod:`attnloop.layout`); a source is a camera, a line or a
 microscope. Another client may write keys no frame may have (``..`` segments, a deeper layout):
 :func:`list_frames` yields them with the problem, so scoring quarantines them rather than skip or
 fail on them. The simulator writes a dataset family's stream split there (the split where the
@@ -9,45 +9,18 @@ training shortcut is broken and, for ``mill``, the line drifts), for demos and t
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from tqdm.auto import tqdm
 
+from attnloop.layout import CONTENT_TYPES, FrameKey, frame_key, frames_prefix, looks_like_frame, parse_frame_key
 from attnloop.storage import ObjectInfo, Store
 
-FRAMES = "frames/"
-EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
-_KEY = re.compile(r"^frames/(?!\.\.?/)(?P<source>[A-Za-z0-9_.-]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<id>[^/]+)\.(?P<ext>[A-Za-z0-9]+)$")
-CONTENT_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "tif": "image/tiff", "tiff": "image/tiff", "bmp": "image/bmp", "webp": "image/webp"}
-
-
-@dataclass(frozen=True)
-class FrameKey:
-    source: str
-    date: str  # yyyy-mm-dd
-    id: str
-    ext: str
-
-    @property
-    def key(self) -> str:
-        return f"{FRAMES}{self.source}/{self.date}/{self.id}.{self.ext}"
-
-
-def frame_key(source: str, day: date | str, frame_id: str, ext: str = "png") -> str:
-    key = FrameKey(source, day if isinstance(day, str) else day.isoformat(), frame_id, ext).key
-    if parse_frame_key(key) is None:
-        raise ValueError(f"{key!r} is not a valid frame key: source and id use letters, digits, '_', '-', '.'")
-    return key
-
-
-def parse_frame_key(key: str) -> FrameKey | None:
-    """The parts of a frame key, or None for anything that is not a frame (other files are ignored)."""
-    match = _KEY.match(key)
-    return FrameKey(**match.groupdict()) if match else None
+if TYPE_CHECKING:
+    from attnloop.datasets import Record
 
 
 @dataclass(frozen=True)
@@ -62,12 +35,11 @@ class Listed:
 def list_frames(store: Store, *, source: str | None = None, start_after: str | None = None) -> Iterator[Listed]:
     """Frames in key order with their listing (size, ETag), lazily, so a backlog of any size streams
     through; also every key that claims to be a frame (an image extension) but breaks the layout."""
-    prefix = f"{FRAMES}{source}/" if source else FRAMES
-    for info in store.list(prefix, start_after=start_after):
+    for info in store.list(frames_prefix(source), start_after=start_after):
         parsed = parse_frame_key(info.key)
         if parsed is not None:
             yield Listed(info, parsed)
-        elif info.key.rsplit(".", 1)[-1].lower() in EXTENSIONS:
+        elif looks_like_frame(info.key):
             yield Listed(info, None, (
                 f"object key {info.key!r} is not a frame key (frames/<source>/<yyyy-mm-dd>/<id>.<ext>, no empty, '.' or '..' "
                 "parts); it was not read"
@@ -94,9 +66,29 @@ def simulate(
 ) -> list[str]:
     """Write ``count`` frames of ``family``'s stream split; ``rate`` frames per second (None: as fast as possible).
 
-    The source is ``source``, else the family's name. Returns the keys written.
+    The source is ``source``, else the family's name; frame ids start with the time of day, so a
+    second run adds frames. Returns the keys written.
     """
-    from attnloop.datasets import FAMILIES, stream_frames
+    stamp = datetime.now(timezone.utc).strftime("%H%M%S")
+    return list(write_stream(store, family, count=count, rate=rate, seed=seed, source=source, day=day, prefix=f"{stamp}-", progress=progress))
+
+
+def write_stream(
+    store: Store,
+    family: str,
+    *,
+    count: int,
+    seed: int = 0,
+    source: str | None = None,
+    day: date | None = None,
+    rate: float | None = None,
+    prefix: str = "",
+    progress: bool = False,
+) -> dict[str, Record]:
+    """Write ``count`` frames of ``family``'s stream split (ids ``<prefix>s<seed>-<n>``) and return
+    their ground truth by object key (each record's ``image`` is the key): what a simulated
+    annotator knows."""
+    from attnloop.datasets import FAMILIES, Record, stream_frames
 
     if family not in FAMILIES:
         raise ValueError(f"unknown dataset family {family!r}; valid names: {', '.join(FAMILIES)}")
@@ -106,13 +98,13 @@ def simulate(
         raise ValueError(f"rate must be positive frames per second, got {rate}")
     spec = FAMILIES[family]
     day = day or datetime.now(timezone.utc).date()
-    keys = []
+    truth: dict[str, Record] = {}
     start = time.monotonic()
-    stamp = datetime.now(timezone.utc).strftime("%H%M%S")
-    for i, (record, data) in enumerate(tqdm(stream_frames(spec, seed=seed, count=count), total=count, desc="frames", disable=not progress)):
-        key = frame_key(source or family, day, f"{stamp}-s{seed}-{i:06d}", spec.extension)
+    frames = stream_frames(spec, seed=seed, count=count)
+    for i, (record, data) in enumerate(tqdm(frames, total=count, desc="frames", disable=not progress)):
+        key = frame_key(source or family, day, f"{prefix}s{seed}-{i:06d}", spec.extension)
         store.put(key, data, content_type=CONTENT_TYPES.get(spec.extension, "application/octet-stream"))
-        keys.append(key)
+        truth[key] = Record(key, record.split, record.label, record.boxes, record.confounder_boxes)
         if rate is not None:
             time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
-    return keys
+    return truth

@@ -423,8 +423,15 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
     return history
 
 
-def save_run(out: str | Path, result: TrainResult, config: TrainConfig, *, data: str) -> Path:
-    """Write ``model.pt``, ``card.json`` and ``metrics.json`` into the run folder."""
+RUN_DATA = "data.json"  # beside a run's model: the data folder it trained on and the boxes it was given
+
+
+def save_run(
+    out: str | Path, result: TrainResult, config: TrainConfig, *, data: str, source: str | Path | None = None, boxes: str | None = None
+) -> Path:
+    """Write ``model.pt``, ``card.json`` and ``metrics.json`` into the run folder; ``data`` is the
+    data's hash. With ``source``, the folder trained on, also ``data.json`` (where the data is and
+    which ``boxes``): registration shows the run's attention on that data and logs both."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     info = {"config": asdict(config), "data_hash": data}
@@ -432,7 +439,15 @@ def save_run(out: str | Path, result: TrainResult, config: TrainConfig, *, data:
     result.card.save(out / "card.json")
     metrics = {**result.metrics, "history": result.history, **info}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if source is not None:
+        (out / RUN_DATA).write_text(json.dumps({"data": str(Path(source).resolve()), "boxes": boxes}) + "\n")
     return out
+
+
+def run_data(run_dir: str | Path) -> dict | None:
+    """What :func:`save_run` recorded of a run's data (``{"data": folder, "boxes": ...}``), or None."""
+    path = Path(run_dir) / RUN_DATA
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def resolve_annotations(root: str | Path, boxes: str | None) -> dict[str, Annotation] | None:

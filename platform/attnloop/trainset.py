@@ -13,11 +13,11 @@ nothing the data has as an error that shows both.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
+from attnloop import annotation_set
 from attnloop.datasets import Annotation, Record, read_annotations, read_manifest, write_manifest
 from attnloop.storage import LocalStore, Store
 
@@ -27,12 +27,13 @@ BASE = "base"
 FRAMES = "annotated"
 
 
-def materialize(store: Store, annotation_set: str, *, out: str | Path, base: str | Path | None = None) -> tuple[Path, dict[str, Annotation]]:
+def materialize(store: Store, key: str, *, out: str | Path, base: str | Path | None = None) -> tuple[Path, dict[str, Annotation]]:
     """Write ``out/manifest.jsonl`` (base records under ``base/``, annotated frames under
     ``annotated/``) and return the folder and the annotations for ``train(..., annotations=...)``.
 
-    ``annotation_set`` is the key of a harvested JSONL (``annotations/v000N.jsonl``). Entries
-    without a class cannot be trained on and are left out with a warning.
+    ``key`` is the key of a harvested set's JSONL (``annotations/v000N.jsonl``), read through
+    :func:`attnloop.annotation_set.read_key` (a set altered since it was written is refused).
+    Entries without a class cannot be trained on and are left out with a warning.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,26 +47,21 @@ def materialize(store: Store, annotation_set: str, *, out: str | Path, base: str
         link.symlink_to(base, target_is_directory=True)
         records += [replace(r, image=f"{BASE}/{r.image}") for r in read_manifest(base)]
     known = {r.label for r in records}
-    lines = store.get(annotation_set).decode().splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for entry in annotation_set.read_key(store, key).entries.values():
+        if not entry.label:
+            log.warning("%s: %s has no class; left out of training", key, entry.image)
             continue
-        entry = json.loads(line)
-        key, label = entry.get("image"), entry.get("label")
-        if not key or not label:
-            log.warning("%s:%d has no %s; left out of training", annotation_set, number, "image" if not key else "class")
-            continue
-        if known and label not in known:
-            raise ValueError(f"{annotation_set}:{number}: class {label!r} is not one of the base data's classes {sorted(known)}")
-        image = f"{FRAMES}/{key}"
+        if known and entry.label not in known:
+            raise ValueError(f"{key}: {entry.image}: class {entry.label!r} is not one of the base data's classes {sorted(known)}")
+        image = f"{FRAMES}/{entry.image}"
         target = out / image
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(store.get(key))
-        boxes = [list(map(float, b)) for b in entry.get("boxes", [])]
-        records.append(Record(image, "train", label, boxes, []))
-        annotations[image] = Annotation(boxes, label=label)
+        target.write_bytes(store.get(entry.image))
+        annotation = entry.training()
+        records.append(Record(image, "train", entry.label, annotation.boxes, []))
+        annotations[image] = annotation
     if not annotations:
-        raise ValueError(f"{annotation_set} holds no annotation with an image and a class; nothing to retrain on")
+        raise ValueError(f"{key} holds no annotation with an image and a class; nothing to retrain on")
     write_manifest(out, records)
     return out, annotations
 

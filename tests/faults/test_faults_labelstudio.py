@@ -22,16 +22,16 @@ import numpy as np
 import pytest
 from faultkit import FaultyProxy
 
-from attnloop import cli
+from attnloop.apps import cli
 from attnloop.datasets import Record
 from attnloop.imaging import encode_png
 from attnloop.labelstudio import bootstrap, harvest, simulate_annotator
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.push import push
-from attnloop.labelstudio.server import new_server
+from attnloop.apps.labelstudio_server import new_server
 from attnloop.proposals import attention_box
 from attnloop.storage import LocalStore
-from attnloop.stream import frame_key
+from attnloop.layout import frame_key
 
 pytestmark = pytest.mark.services
 
@@ -245,7 +245,7 @@ def test_the_data_manager_gets_a_rank_a_person_can_read(model, ls_env, label_stu
 
 
 def _rows(store, version):
-    from attnloop.scoring import read_scores
+    from attnloop.scores import read_scores
 
     return read_scores(store, model_version=version).to_pylist()
 

@@ -219,7 +219,7 @@ def test_unreachable_registry_gate_prints_one_line(tmp_path):
 
 @pytest.mark.parametrize("command", [["show"], ["approve", "attnloop-abn", "1"], ["rollback", "attnloop-abn"]], ids=lambda c: c[0])
 def test_unreachable_registry_show_approve_rollback_one_line(command, monkeypatch, capfd):
-    from attnloop.cli import main
+    from attnloop.apps.cli import main
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with closed_port() as port:
@@ -235,7 +235,7 @@ def test_unreachable_registry_show_approve_rollback_one_line(command, monkeypatc
 
 
 def test_unreachable_registry_gives_up_within_seconds(tmp_path, monkeypatch, capfd):
-    from attnloop.cli import main
+    from attnloop.apps.cli import main
 
     for key in registry.HTTP_DEFAULTS:
         monkeypatch.delenv(key, raising=False)  # attnloop's own defaults (MLflow's alone retry for minutes)
@@ -254,7 +254,7 @@ def test_unreachable_registry_gives_up_within_seconds(tmp_path, monkeypatch, cap
 
 def test_unreachable_registry_score_prints_one_line(tmp_path, monkeypatch, capfd):
     """``attnloop score`` from the registry's champion with MLflow down: one line, exit 2, nothing scored."""
-    from attnloop.cli import main
+    from attnloop.apps.cli import main
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     (tmp_path / "store").mkdir()

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnloop import lease, scoring
-from attnloop.cli import main
+from attnloop import layout, lease, scores, scoring
+from attnloop.apps.cli import main
 from attnloop.imaging import encode_png
 from attnloop.registry import file_version
 from attnloop.runtime import OnnxModel
 from attnloop.storage import S3Store, open_store
-from attnloop.stream import frame_key
+from attnloop.layout import frame_key
 from conftest import write_tiny_manifest
 from services import S3_KEY, S3_SECRET
 
@@ -80,7 +80,7 @@ def put_frames(store, count: int, *, source: str = "line-1", start: int = 0) -> 
 
 
 def rows_per_key(store, version: str) -> dict[str, int]:
-    table = scoring.read_scores(store, model_version=version, columns=["key"])
+    table = scores.read_scores(store, model_version=version, columns=["key"])
     keys = table["key"].to_pylist() if table is not None else []
     return {k: keys.count(k) for k in set(keys)}
 
@@ -88,7 +88,7 @@ def rows_per_key(store, version: str) -> dict[str, int]:
 def quarantined(store, version: str) -> list[dict]:
     return [
         json.loads(line)
-        for info in store.list(f"quarantine/{scoring.safe_version(version)}/")
+        for info in store.list(layout.quarantine_prefix(version))
         for line in store.get(info.key).decode().splitlines()
     ]
 
@@ -167,7 +167,7 @@ def test_a_store_that_fails_every_read_stops_the_run_and_quarantines_nothing(s3_
         with pytest.raises(Exception, match="503") as stopped:  # urllib3's MaxRetryError: too many 503 error responses
             scoring.score_store(store, model, model_version="v", overlays=0, progress=False)
         assert not isinstance(stopped.value, (lease.Busy, AssertionError)), stopped.value
-        assert proxy.faults and scoring.read_scores(direct) is None and quarantined(direct, "v") == []
+        assert proxy.faults and scores.read_scores(direct) is None and quarantined(direct, "v") == []
         proxy.heal()
         again = scoring.score_store(store, model, model_version="v", overlays=0, progress=False)
     assert (again.scored, sum(again.quarantined.values())) == (3, 0)
@@ -232,7 +232,7 @@ def test_an_unchanged_frame_is_never_scored_twice_and_an_unchanged_listing_is_no
     assert sorted(counting.reads) == sorted([keys[0], keys[1]] if folder else [keys[1]])
     counts = rows_per_key(store, "v")
     assert counts == {keys[0]: 1, keys[1]: 2, keys[2]: 1, keys[3]: 1}  # one row per content
-    latest = scoring.read_scores(store, model_version="v", latest=True).to_pylist()
+    latest = scores.read_scores(store, model_version="v", latest=True).to_pylist()
     assert len(latest) == 4 and {r["hash"] for r in latest if r["key"] == keys[1]} == {scoring.content_hash(frame(1001))}
 
     counting.reads.clear()
@@ -296,7 +296,7 @@ def test_a_lease_holder_killed_with_sigkill_expires_and_the_next_run_proceeds(st
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-    assert scoring.read_scores(store) is None
+    assert scores.read_scores(store) is None
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     start = time.monotonic()
@@ -349,7 +349,7 @@ def test_the_command_line_leaves_the_frames_to_the_run_holding_the_lease(model_p
         assert main(["score", "--model", str(model_path), "--wait", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "another scoring run holds the lease" in out and "held by the nightly backlog" in out and "nothing was scored twice" in out
-    assert len(out.strip().splitlines()) == 1 and scoring.read_scores(store) is None
+    assert len(out.strip().splitlines()) == 1 and scores.read_scores(store) is None
 
 
 # --- the lease itself -----------------------------------------------------------------------------

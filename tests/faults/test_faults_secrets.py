@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from attnloop.localstack import STATE, Stack, start, stop
+from attnloop.apps.localstack import STATE, Stack, start, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "infra" / "check-secrets.sh"
@@ -77,8 +77,8 @@ def test_an_older_stacks_world_readable_files_are_made_private_when_rewritten(tm
 def test_label_studios_data_and_the_demos_folder_are_the_owners_alone(tmp_path):
     """Label Studio keeps its API token in plain text in its SQLite file (and the login in
     ``credentials.json``): the folder it lives in is 0700, as is the demo's folder around it."""
-    from attnloop import demo
-    from attnloop.labelstudio.server import CREDENTIALS, new_server
+    from attnloop.apps import demo
+    from attnloop.apps.labelstudio_server import CREDENTIALS, new_server
 
     with umask(0o022):
         workdir = demo._fresh_workdir(tmp_path / "demo")
@@ -195,7 +195,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from attnloop.demo import _demo_environment
+from attnloop.apps.demo import _demo_environment
 
 
 @task
@@ -243,7 +243,7 @@ def test_the_demo_sets_prefect_only_for_the_ephemeral_server_it_starts(tmp_path,
     """A configured Prefect server keeps its settings; a setting the caller gives wins; all is restored after."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    from attnloop.demo import _demo_environment
+    from attnloop.apps.demo import _demo_environment
 
     def inside(**env) -> tuple[bool, bool, int]:
         for name, value in env.items():

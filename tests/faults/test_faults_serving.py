@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from attnloop.config import Settings
+from attnloop.config import LabelStudioSettings, Settings
 from attnloop.imaging import Limits, encode_png
-from attnloop.labelstudio.project import LabelStudioSettings
 from attnloop.storage import KeyRefused, LocalStore, ObjectTooLarge, StoreUnavailable, open_store
 from conftest import write_tiny_manifest
 from serving.app import create_app
@@ -105,9 +104,9 @@ def closed_port():
 
 def serving(model_file: Path, store: Path | str, *, token: str | None = TOKEN, label_studio: LabelStudioSettings | None = None, **kwargs):
     uri = store.as_uri() if isinstance(store, Path) else store
-    settings = Settings(home=Path(model_file).parent, threads=1, store_uri=uri, serving_token=token, **kwargs)
     ls = label_studio or LabelStudioSettings(url=None, token=None)
-    return TestClient(create_app(model_source=str(model_file), settings=settings, label_studio=ls, reload_interval=3600))
+    settings = Settings(home=Path(model_file).parent, threads=1, store_uri=uri, serving_token=token, label_studio=ls, **kwargs)
+    return TestClient(create_app(model_source=str(model_file), settings=settings, reload_interval=3600))
 
 
 @pytest.fixture
@@ -234,7 +233,7 @@ def test_bad_keys_answer_4xx_with_a_message(model_file, store_dir, tmp_path):
     (store_dir / "big.png").write_bytes(png(0) + b"\0" * 5000)
     limits = Limits(max_bytes=4096)
     settings = Settings(home=tmp_path, threads=1, store_uri=store_dir.as_uri(), serving_token=TOKEN)
-    app = create_app(model_source=str(model_file), settings=settings, label_studio=LabelStudioSettings(url=None, token=None), limits=limits)
+    app = create_app(model_source=str(model_file), settings=settings, limits=limits)
     with TestClient(app) as client:
         cases = {
             "frames": (404, "is a folder"),
@@ -345,7 +344,7 @@ def test_local_store_refuses_to_write_through_a_link(tmp_path):
 
 def test_a_closed_s3_endpoint_fails_fast_with_one_line(tmp_path, monkeypatch, capsys):
     """Fault: ATTNLOOP_S3_ENDPOINT names a port nobody listens on."""
-    from attnloop import cli
+    from attnloop.apps import cli
 
     with closed_port() as port:
         endpoint = f"http://127.0.0.1:{port}"
@@ -430,8 +429,9 @@ def test_label_studio_connects_with_basic_auth_and_gets_predictions(model_file, 
     server = new_server(tmp_path / "label-studio")
     server.launch()
     try:
-        settings = Settings(home=tmp_path, threads=1, store_uri=store_dir.as_uri(), serving_token=TOKEN)
-        app = create_app(model_source=str(model_file), settings=settings, label_studio=LabelStudioSettings(url=server.url, token=server.token))
+        ls_settings = LabelStudioSettings(url=server.url, token=server.token)
+        settings = Settings(home=tmp_path, threads=1, store_uri=store_dir.as_uri(), serving_token=TOKEN, label_studio=ls_settings)
+        app = create_app(model_source=str(model_file), settings=settings)
         with uvicorn_serving(app) as url:
             server.wait_healthy()
             ls = LabelStudio(base_url=server.url, api_key=server.token)

@@ -1,7 +1,11 @@
-"""Annotation sets: the human input training reads, one JSON object per annotated image.
+"""The annotation format: the human input training reads, one JSON object per annotated image.
 
-``{"image": "<path as in the manifest>", "boxes": [[x0, y0, x1, y1], ...],
+``{"image": "<path as in the manifest, or an object key>", "boxes": [[x0, y0, x1, y1], ...],
 "label": "<corrected class>" (optional), "attention_map": "<path to an edited map>" (optional)}``
+
+:func:`parse_annotation` reads one such object wherever one is read: a JSONL a person wrote
+(:func:`read_annotations`) and the entries of a harvested annotation set
+(:mod:`attnloop.annotation_set`, which adds provenance fields this format ignores).
 """
 
 from __future__ import annotations
@@ -20,20 +24,23 @@ class Annotation:
     attention_map: str | None = None
 
 
+def parse_annotation(data: dict, where: str) -> tuple[str, Annotation]:
+    """One annotation object: its image and what training reads of it."""
+    if not isinstance(data, dict) or "image" not in data:
+        raise ValueError(f"{where}: an annotation needs an 'image'")
+    annotation = Annotation(_boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"))
+    if not annotation.boxes and annotation.attention_map is None and not annotation.label:
+        raise ValueError(f"{where}: an annotation needs boxes, an attention_map or a label (a class correction)")
+    return data["image"], annotation
+
+
 def read_annotations(path: str | Path) -> dict[str, Annotation]:
     path = Path(path)
     out: dict[str, Annotation] = {}
     for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        data = json.loads(line)
-        if "image" not in data:
-            raise ValueError(f"{where}: an annotation needs an 'image'")
-        annotation = Annotation(_boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"))
-        if not annotation.boxes and annotation.attention_map is None and not annotation.label:
-            raise ValueError(f"{where}: an annotation needs boxes, an attention_map or a label (a class correction)")
-        out[data["image"]] = annotation
+        if line.strip():
+            image, annotation = parse_annotation(json.loads(line), f"{path}:{number}")
+            out[image] = annotation
     return out
 
 

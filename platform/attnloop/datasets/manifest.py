@@ -1,4 +1,4 @@
-"""The manifest format (DESIGN.md): one JSON object per image in ``DIR/manifest.jsonl``."""
+"""The manifest format (docs/architecture.md): one JSON object per image in ``DIR/manifest.jsonl``."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ to a server through ``label_studio_sdk`` 2.x (``LabelStudio(base_url=..., api_ke
 """
 
 from attnloop.labelstudio.annotator import put_frames, read_truth, simulate_annotator, write_truth
-from attnloop.labelstudio.harvest import HarvestResult, harvest, latest_version, read_version
-from attnloop.labelstudio.project import TEMPLATES, LabelStudioSettings, bootstrap, find_project, project_classes, template_config
+from attnloop.labelstudio.harvest import HarvestResult, harvest
+from attnloop.labelstudio.project import TEMPLATES, bootstrap, find_project, project_classes, template_config
 from attnloop.labelstudio.push import Candidate, NotServed, PushInterrupted, PushResult, push, push_scored
 from attnloop.labelstudio.results import (
     Correction,
@@ -23,7 +23,6 @@ __all__ = [
     "Candidate",
     "Correction",
     "HarvestResult",
-    "LabelStudioSettings",
     "NotServed",
     "Problem",
     "PushInterrupted",
@@ -33,7 +32,6 @@ __all__ = [
     "find_project",
     "harvest",
     "insert_labels",
-    "latest_version",
     "parse_annotation",
     "percent_to_pixels",
     "pixels_to_percent",
@@ -42,7 +40,6 @@ __all__ = [
     "push_scored",
     "put_frames",
     "read_truth",
-    "read_version",
     "simulate_annotator",
     "template_config",
     "write_truth",

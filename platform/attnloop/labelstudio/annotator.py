@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -112,21 +112,11 @@ def _jitter(box, share: float, rng: np.random.Generator, width: int, height: int
 def put_frames(
     store: Store, family: str, *, count: int, seed: int = 0, source: str | None = None, day: date | None = None
 ) -> dict[str, Record]:
-    """Write ``count`` frames of a family's stream split to the store (as attnloop.stream.simulate
-    does) and return their ground truth by object key (each record's ``image`` is the key)."""
-    from attnloop.datasets import FAMILIES, stream_frames
-    from attnloop.stream import CONTENT_TYPES, frame_key
+    """Write ``count`` frames of a family's stream split to the store and return their ground truth
+    by object key (:func:`attnloop.stream.write_stream`)."""
+    from attnloop.stream import write_stream
 
-    if family not in FAMILIES:
-        raise ValueError(f"unknown dataset family {family!r}; valid names: {', '.join(FAMILIES)}")
-    spec = FAMILIES[family]
-    day = day or datetime.now(timezone.utc).date()
-    truth = {}
-    for i, (record, data) in enumerate(stream_frames(spec, seed=seed, count=count)):
-        key = frame_key(source or family, day, f"s{seed}-{i:06d}", spec.extension)
-        store.put(key, data, content_type=CONTENT_TYPES.get(spec.extension, "application/octet-stream"))
-        truth[key] = Record(key, record.split, record.label, record.boxes, record.confounder_boxes)
-    return truth
+    return write_stream(store, family, count=count, seed=seed, source=source, day=day)
 
 
 def write_truth(path: str | Path, truth: Mapping[str, Record]) -> Path:

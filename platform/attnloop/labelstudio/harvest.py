@@ -1,11 +1,7 @@
-"""Pull completed annotations out of Label Studio into a versioned annotation set in the store.
+"""Pull completed annotations out of Label Studio into the next version of the annotation set.
 
-A version is two immutable objects: ``<prefix>v000N.jsonl``, the whole set as of that version in
-the annotation-set format training reads (attnloop.datasets.annotations: one ``{"image": <object
-key>, "boxes": [[x0, y0, x1, y1], ...], "label": <class>}`` per line, plus provenance fields
-that reader ignores), and ``<prefix>v000N.json``, its metadata: the JSONL's sha256, the
-watermark and the problems met. The metadata is written last, so a version exists only once
-both are complete; a harvest that dies in between leaves a JSONL the next one overwrites.
+The set, its versions and their format belong to :mod:`attnloop.annotation_set`; a harvest adds
+to its metadata the watermark and the problems met.
 
 The watermark holds, per task, the id and ``updated_at`` of the annotation last taken, so each
 harvest reads only annotations that are new or were edited since; an edited annotation replaces
@@ -17,19 +13,15 @@ the annotation tool, is the record. Nothing new: no new version.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from attnloop import annotation_set, layout
+from attnloop.annotation_set import Entry
 from attnloop.labelstudio.project import COMPLETED, iter_tasks
 from attnloop.labelstudio.push import project_id
 from attnloop.labelstudio.results import NO_OBJECT, Problem, parse_annotation
 from attnloop.storage import Store
-
-_VERSION = re.compile(r"v(\d{4,})\.json")
 
 
 @dataclass(frozen=True)
@@ -41,35 +33,6 @@ class HarvestResult:
     problems: list[Problem] = field(default_factory=list)
     removed: int = 0  # images whose latest annotation no longer yields a usable box
     written: bool = False  # a new version was written
-
-
-def set_key(version: int, prefix: str = "annotations/") -> str:
-    return f"{prefix}v{version:04d}.jsonl"
-
-
-def meta_key(version: int, prefix: str = "annotations/") -> str:
-    return f"{prefix}v{version:04d}.json"
-
-
-def latest_version(store: Store, prefix: str = "annotations/") -> int | None:
-    """The newest complete version (its metadata exists), or None."""
-    versions = [int(m[1]) for info in store.list(prefix) if (m := _VERSION.fullmatch(info.key[len(prefix) :]))]
-    return max(versions) if versions else None
-
-
-def read_version(store: Store, version: int, prefix: str = "annotations/") -> tuple[dict[str, dict], dict]:
-    """A version's entries (by image key) and metadata; checks the JSONL against its recorded hash."""
-    meta = json.loads(store.get(meta_key(version, prefix)))
-    body = store.get(meta["jsonl"])
-    digest = hashlib.sha256(body).hexdigest()
-    if digest != meta["sha256"]:
-        raise ValueError(f"{meta['jsonl']} has sha256 {digest}, but {meta_key(version, prefix)} records {meta['sha256']}; the set was altered")
-    entries = {}
-    for line in body.decode().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            entries[entry["image"]] = entry
-    return entries, meta
 
 
 def _as_dict(value: Any) -> dict:
@@ -86,16 +49,16 @@ def _latest_completed(annotations: Iterable[Any]) -> dict | None:
     return max(done, key=lambda a: (str(a.get("updated_at") or ""), int(a["id"]))) if done else None
 
 
-def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: str = "annotations/") -> HarvestResult:
+def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: str = layout.ANNOTATIONS) -> HarvestResult:
     """Take the completed annotations that are new or edited since the last version and, if there
     are any, write the next version of the set. Unusable regions are reported as problems (task
     id and reason), never dropped silently and never stopping the rest."""
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
+    prefix = layout.annotation_prefix(prefix)
     classes = list(classes)
     pid = str(project_id(project))
-    previous = latest_version(store, prefix)
-    entries, meta = read_version(store, previous, prefix) if previous is not None else ({}, {})
+    last = annotation_set.latest(store, prefix)
+    previous = None if last is None else last.version
+    entries, meta = (dict(last.entries), last.meta) if last is not None else ({}, {})
     watermarks: dict[str, dict[str, list]] = meta.get("watermark", {})
     marks = dict(watermarks.get(pid, {}))
     problems: list[Problem] = []
@@ -137,19 +100,19 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
             if entries.pop(image, None) is not None:
                 removed += 1
             continue
-        entry = {
-            "image": image,
-            "boxes": correction.boxes,
-            "label": correction.label,
-            "hash": data.get("hash"),
-            "predicted": data.get("predicted"),
-            "flags": correction.flags,
-            "comment": correction.comment,
-            "task": task.id,
-            "annotation": annotation["id"],
-            "updated_at": mark[1],
-            "project": int(pid),
-        }
+        entry = Entry(
+            image=image,
+            boxes=correction.boxes,
+            label=correction.label,
+            hash=data.get("hash"),
+            predicted=data.get("predicted"),
+            flags=correction.flags,
+            comment=correction.comment,
+            task=task.id,
+            annotation=annotation["id"],
+            updated_at=mark[1],
+            project=int(pid),
+        )
         if image in entries:
             updated += 1
         else:
@@ -160,40 +123,19 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
     for task_id in withdrawn:
         del marks[task_id]
         changed = True
-        image = next((k for k, e in entries.items() if str(e.get("task")) == task_id and e.get("project") == int(pid)), None)
+        image = next((k for k, e in entries.items() if str(e.task) == task_id and e.project == int(pid)), None)
         if image is not None:
             del entries[image]
             removed += 1
 
     if not changed:
-        return HarvestResult(previous, set_key(previous, prefix) if previous is not None else None, 0, 0, problems)
-
-    version = (previous or 0) + 1
-    body = "".join(json.dumps(entries[k], separators=(",", ":")) + "\n" for k in sorted(entries)).encode()
-    key = set_key(version, prefix)
-    store.put(key, body, content_type="application/x-ndjson")
-    store.put(
-        meta_key(version, prefix),
-        json.dumps(
-            {
-                "version": version,
-                "parent": previous,
-                "jsonl": key,
-                "sha256": hashlib.sha256(body).hexdigest(),
-                "count": len(entries),
-                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "project": int(pid),
-                "added": added,
-                "updated": updated,
-                "removed": removed,
-                "problems": [p.to_dict() for p in problems],
-                "watermark": {**watermarks, pid: marks},
-            },
-            indent=1,
-        ).encode(),
-        content_type="application/json",
+        return HarvestResult(previous, None if last is None else last.key, 0, 0, problems)
+    written = annotation_set.write(
+        store, entries, version=(previous or 0) + 1, parent=previous, prefix=prefix,
+        project=int(pid), added=added, updated=updated, removed=removed, problems=[p.to_dict() for p in problems],
+        watermark={**watermarks, pid: marks},
     )
-    return HarvestResult(version, key, added, updated, problems, removed, True)
+    return HarvestResult(written.version, written.key, added, updated, problems, removed, True)
 
 
 def _withdrawn(ls, project: int, unanswered: list[str]) -> list[str]:

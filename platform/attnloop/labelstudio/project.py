@@ -1,54 +1,18 @@
-"""The Label Studio project that box corrections go to: connection settings and bootstrap."""
+"""The Label Studio project that box corrections go to: bootstrap, lookup, paging (its address: :class:`attnloop.config.LabelStudioSettings`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from attnloop.config import DEFAULT_PROJECT
 from attnloop.labelstudio.results import config_labels, insert_labels
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "labelstudio_templates"
 TEMPLATES = {"box_correction": "box_correction.xml", "box_correction_overlay": "box_correction_overlay.xml"}
-DEFAULT_TITLE = "attnloop box correction"
 PRIORITY_VIEW = "by priority"
-
-
-@dataclass(frozen=True)
-class LabelStudioSettings:
-    """Where Label Studio is: ``ATTNLOOP_LABEL_STUDIO_URL``, ``_TOKEN`` (a legacy API token),
-    ``_PROJECT`` (the project title) and ``_DOCUMENT_ROOT`` (the server's
-    ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``: where it serves a local store from; unset: the
-    store folder itself, the root a Label Studio started by attnloop gets)."""
-
-    url: str | None
-    token: str | None
-    project: str = DEFAULT_TITLE
-    document_root: str | None = None
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "LabelStudioSettings":
-        env = dict(os.environ if env is None else env)
-        return cls(
-            url=(env.get("ATTNLOOP_LABEL_STUDIO_URL") or "").rstrip("/") or None,
-            token=env.get("ATTNLOOP_LABEL_STUDIO_TOKEN") or None,
-            project=env.get("ATTNLOOP_LABEL_STUDIO_PROJECT") or DEFAULT_TITLE,
-            document_root=env.get("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT") or None,
-        )
-
-    def client(self):
-        """A ``label_studio_sdk.LabelStudio`` client for these settings."""
-        from label_studio_sdk import LabelStudio
-
-        if not self.url or not self.token:
-            raise ValueError(
-                "Label Studio is not configured: set ATTNLOOP_LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and "
-                "ATTNLOOP_LABEL_STUDIO_TOKEN (Account & Settings → Legacy Token in Label Studio)"
-            )
-        return LabelStudio(base_url=self.url, api_key=self.token)
 
 
 def template_config(template: str, classes: Sequence[str]) -> str:
@@ -77,7 +41,7 @@ def _same_config(a: str, b: str) -> bool:
     return squash(a) == squash(b)
 
 
-def bootstrap(ls, *, title: str = DEFAULT_TITLE, classes: Sequence[str], template: str = "box_correction") -> Any:
+def bootstrap(ls, *, title: str = DEFAULT_PROJECT, classes: Sequence[str], template: str = "box_correction") -> Any:
     """Create the box-correction project, or reuse the one with this title (idempotent).
 
     A reused project whose labeling config differs (other classes, other template) gets the new

@@ -1,8 +1,9 @@
 """Send ranked candidates to Label Studio as tasks with pre-annotations, each object key once.
 
-A task's ``data`` carries the image URL, the attention overlay URL, the
-object key and content hash (the idempotency key, DESIGN.md), the priority signals and the
-model version. Its prediction holds the predicted class and the attention box proposal, with
+Which frames to send is :func:`attnloop.priority.select`'s choice over the scoring rows
+(:mod:`attnloop.scores`); this module only turns the chosen frames into tasks. A task's ``data``
+carries the image URL, the attention overlay URL, the object key and content hash (the
+idempotency key, docs/architecture.md), the priority signals and the model version. Its prediction holds the predicted class and the attention box proposal, with
 ``score`` = priority so the Data Manager sorts by it.
 
 Before creating anything, push lists every task of the project (all pages) and leaves out
@@ -37,15 +38,17 @@ from urllib.parse import quote
 
 import numpy as np
 
+from attnloop import layout, scores
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import choices_result, rectangle_result
+from attnloop.priority import check_ranking, priority, ranks, select
+from attnloop.scores import ScoreRow
 from attnloop.storage import LocalStore, Store
 
 log = logging.getLogger(__name__)
 
 URL_LIFETIME = timedelta(days=7)  # the longest an S3 presigned URL may live
 LEASE_TTL, LEASE_WAIT = 60.0, 120.0  # seconds: the project lease's lifetime, and how long a push waits for another
-SIGNALS = ("least_confidence", "margin", "entropy", "background_attention", "branch_disagreement")
 
 
 @dataclass(frozen=True)
@@ -66,31 +69,21 @@ class Candidate:
     ranked: int | None = None  # how many frames the rank is among
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], *, priority: float | None = None) -> "Candidate":
-        """From a scoring row (attnloop.scoring); priority defaults to the row's 'priority' or
-        to :func:`attnloop.scoring.priority`."""
-        missing = [k for k in ("key", "hash", "width", "height", "class") if row.get(k) is None]
-        if missing:
-            raise ValueError(f"candidate {row.get('key', '?')!r} lacks {', '.join(missing)}; expected a scoring row")
-        if priority is None:
-            priority = row.get("priority")
-        if priority is None:
-            from attnloop.scoring import priority as scoring_priority
-
-            priority = scoring_priority(row)
-        attention = None
-        if row.get("attention") is not None and row.get("attention_h") and row.get("attention_w"):
-            attention = np.asarray(row["attention"], np.float32).reshape(int(row["attention_h"]), int(row["attention_w"]))
+    def from_row(cls, row: ScoreRow | Mapping[str, Any]) -> "Candidate":
+        """From a scoring row (:class:`attnloop.scores.ScoreRow`, or its columns), ranked by
+        :func:`attnloop.priority.priority` of its signals."""
+        if not isinstance(row, ScoreRow):
+            row = ScoreRow.from_record(row)
         return cls(
-            key=str(row["key"]),
-            hash=str(row["hash"]),
-            width=int(row["width"]),
-            height=int(row["height"]),
-            predicted=str(row["class"]),
-            priority=float(priority),
-            confidence=None if row.get("confidence") is None else float(row["confidence"]),
-            attention=attention,
-            signals={name: float(row[name]) for name in SIGNALS if row.get(name) is not None},
+            key=row.key,
+            hash=row.hash,
+            width=row.width,
+            height=row.height,
+            predicted=row.predicted,
+            priority=float(priority(row.signals)),
+            confidence=row.confidence,
+            attention=row.attention,
+            signals=dict(row.signals),
         )
 
 
@@ -114,101 +107,36 @@ class PushInterrupted(RuntimeError):
         self.created, self.remaining = created, remaining
 
 
-RANKINGS = ("priority", "hybrid")
-
-
 def ranked_candidates(
     store: Store, model_version: str, *, limit: int | None = None, exclude: Collection[str] = (), ranking: str = "priority"
 ) -> list[Candidate]:
-    """The scored frames of a model version not in ``exclude`` (already queued), best first.
+    """The scored frames of a model version not in ``exclude`` (already queued), best first, as
+    :func:`attnloop.priority.select` chooses them (``ranking``: one of :data:`attnloop.priority.RANKINGS`).
 
-    ``priority``: by :func:`attnloop.scoring.priority` (margin), the best order for a few
+    ``priority``: by :func:`attnloop.priority.priority` (margin), the best order for a few
     corrections. ``hybrid``: a batch of ``limit`` frames that covers the embedding space, chosen by
     k-center greedy among the ``4 × limit`` best by the mean rank of least confidence, branch
     disagreement and background attention; on `mill` it led from 50 corrections
     (docs/benchmarks/strategies.md). It needs ``limit``, the batch size.
     """
-    _check_ranking(ranking)
-    return _ranked(store, _scored_rows(store, model_version), limit=limit, exclude=exclude, ranking=ranking)
+    check_ranking(ranking)
+    return _ranked(store, scores.read_rows(store, model_version), limit=limit, exclude=exclude, ranking=ranking)
 
 
-def _check_ranking(ranking: str) -> None:
-    if ranking not in RANKINGS:
-        raise ValueError(f"unknown ranking {ranking!r}; valid names: {', '.join(RANKINGS)}")
-
-
-def _scored_rows(store: Store, model_version: str) -> list[dict]:
-    from attnloop.scoring import read_scores
-
-    table = read_scores(store, model_version=model_version)
-    if table is None:
-        raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
-    return table.to_pylist()
-
-
-def _ranked(store: Store, every: list[dict], *, limit: int | None, exclude: Collection[str], ranking: str) -> list[Candidate]:
+def _ranked(store: Store, rows: list[ScoreRow], *, limit: int | None, exclude: Collection[str], ranking: str) -> list[Candidate]:
     """:func:`ranked_candidates` over rows already read."""
-    excluded = set(exclude)
-    ranked = with_ranks([Candidate.from_row(row) for row in every])
-    rows = [row for row, c in zip(every, ranked) if c.key not in excluded]
-    fresh = [c for c in ranked if c.key not in excluded]
-    if ranking == "hybrid":
-        return [fresh[i] for i in _hybrid_batch(store, rows, limit)]
-    candidates = sorted(fresh, key=lambda c: -c.priority)
-    return candidates[:limit] if limit is not None else candidates
+    by_key = {c.key: c for c in with_ranks([Candidate.from_row(row) for row in rows])}
+    chosen = select(scores.selection_pool(store, rows), limit, ranking=ranking, exclude=exclude)
+    return [by_key[key] for key in chosen]
 
 
 def with_ranks(candidates: list[Candidate]) -> list[Candidate]:
-    """The candidates (same order) with ``rank`` and ``percentile`` by priority among them; equal
-    priorities keep their order."""
+    """The candidates (same order) with ``rank`` and ``percentile`` by priority among them
+    (:func:`attnloop.priority.ranks`)."""
     from dataclasses import replace
 
-    order = sorted(range(len(candidates)), key=lambda i: -candidates[i].priority)
-    out = list(candidates)
-    last = len(candidates) - 1
-    for position, i in enumerate(order):
-        percentile = round(100.0 * (last - position) / last, 2) if last else 100.0
-        out[i] = replace(candidates[i], rank=position + 1, percentile=percentile, ranked=len(candidates))
-    return out
-
-
-def latest_scored_version(store: Store) -> str:
-    """The model version of the newest scored row in the store: what ``attnloop score`` recorded,
-    so a push needs no version spelled out."""
-    from attnloop.scoring import read_scores
-
-    table = read_scores(store, columns=["model_version", "scored_at"])
-    if table is None or table.num_rows == 0:
-        raise LookupError(f"no scores in {store.uri}; run `attnloop score` first")
-    rows = table.to_pylist()
-    return str(max(rows, key=lambda r: str(r["scored_at"]))["model_version"])
-
-
-def _hybrid_batch(store: Store, rows: list[dict], limit: int | None) -> list[int]:
-    from attnloop.priority.strategies import HYBRID_SIGNALS, k_center_greedy, percentile
-
-    if limit is None:
-        raise ValueError("the hybrid ranking picks a batch: give its size (top_k / --limit)")
-    if not rows:
-        return []
-    scores = np.mean([percentile(np.array([row[name] for row in rows], np.float64)) for name in HYBRID_SIGNALS], axis=0)
-    shortlist = [int(i) for i in np.argsort(-scores, kind="stable")[: 4 * limit]]
-    embeddings = _embeddings(store, [rows[i]["embedding_ref"] for i in shortlist])
-    return [shortlist[j] for j in k_center_greedy(embeddings, list(range(len(shortlist))), limit)]
-
-
-def _embeddings(store: Store, refs: list[str]) -> np.ndarray:
-    """The rows' embeddings from their ``embeddings/<version>/<part>.npy#<row>`` references, each file read once."""
-    import io
-
-    files: dict[str, np.ndarray] = {}
-    out = []
-    for ref in refs:
-        key, _, row = ref.partition("#")
-        if key not in files:
-            files[key] = np.load(io.BytesIO(store.get(key)), allow_pickle=False)
-        out.append(files[key][int(row)])
-    return np.stack(out)
+    rank, percentile = ranks(np.array([c.priority for c in candidates], np.float64))
+    return [replace(c, rank=int(r), percentile=float(q), ranked=len(candidates)) for c, r, q in zip(candidates, rank, percentile)]
 
 
 def project_id(project: Any) -> int:
@@ -325,13 +253,13 @@ def push_scored(
     chosen by ``ranking`` (:func:`ranked_candidates`). Listing, ranking and creating hold the
     project's lease, so two pushes at once never choose the same frames. ``skipped_existing``
     counts the scored frames that already have a task."""
-    _check_ranking(ranking)
+    check_ranking(ranking)
     pid = project_id(project)
     with _project_lease(store, pid, wait=lease_wait) as held:
         existing, open_count = existing_tasks(ls, pid)
-        rows = _scored_rows(store, model_version)  # read once: for the ranking and the count of frames already queued
+        rows = scores.read_rows(store, model_version)  # read once: for the ranking and the count of frames already queued
         candidates = _ranked(store, rows, limit=limit, exclude=existing, ranking=ranking)
-        queued = len({row["key"] for row in rows} & existing)
+        queued = len({row.key for row in rows} & existing)
         result = _create(
             ls, pid, candidates, existing, open_count, store=store, model_version=model_version, max_open=max_open,
             batch_size=batch_size, image_url=None, document_root=document_root, check=held.check,
@@ -369,8 +297,6 @@ def _create(
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
-    from attnloop.scoring import OVERLAYS, overlay_key, safe_version
-
     service_errors = (httpx.HTTPError, ApiError, ConnectionError, TimeoutError)
 
     if batch_size < 1:
@@ -393,7 +319,7 @@ def _create(
     if not todo:
         return PushResult(0, skipped_existing, skipped_backpressure)
 
-    overlays = {info.key for info in store.list(f"{OVERLAYS}{safe_version(model_version)}/")}
+    overlays = {info.key for info in store.list(layout.overlay_prefix(model_version))}
     try:
         if image_url is not None:
             url = image_url
@@ -414,7 +340,7 @@ def _create(
         batch = todo[start : start + batch_size]
         tasks = []
         for c in batch:
-            overlay = overlay_key(model_version, c.key)
+            overlay = layout.overlay_key(model_version, c.key)
             tasks.append(task_for(c, image_url=url(c.key), overlay_url=url(overlay) if overlay in overlays else None, model_version=model_version))
         check()
         try:

@@ -6,11 +6,19 @@ oriented the same way — higher means "correct this one sooner" — and lies in
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 
 from attnloop.evaluation import attention_energy, energy_share
 
 EPS = 1e-12
+
+# The signals every scoring row carries (attnloop.scores), every task shows and serving answers
+# (background attention needs the object's size, which serving does not know): computed in one
+# place, :func:`frame_signals`.
+ROW_SIGNALS = ("least_confidence", "margin", "entropy", "branch_disagreement", "background_attention")
+PRIORITY = "margin"  # the signal the platform ranks frames by (:func:`priority`)
 
 
 def _probabilities(p: np.ndarray) -> np.ndarray:
@@ -117,3 +125,33 @@ def wrong_first(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected {len(p)} labels, got shape {labels.shape}")
     wrong = p.argmax(axis=1) != labels
     return np.where(wrong, 0.5, 0.0) + 0.499 * least_confidence(p)
+
+
+def frame_signals(
+    probabilities: np.ndarray, attention_probabilities: np.ndarray, attention: np.ndarray | None = None, *, object_fraction: float | None = None
+) -> dict[str, np.ndarray]:
+    """The :data:`ROW_SIGNALS` of a batch of model outputs, by name; background attention only
+    with the maps and the object's typical share of the image."""
+    out = {
+        "least_confidence": least_confidence(probabilities),
+        "margin": margin(probabilities),
+        "entropy": entropy(probabilities),
+        "branch_disagreement": branch_disagreement(probabilities, attention_probabilities),
+    }
+    if attention is not None and object_fraction is not None:
+        out["background_attention"] = background_attention(attention, object_fraction=object_fraction)
+    return {name: out[name] for name in ROW_SIGNALS if name in out}
+
+
+def priority(signals: Mapping[str, Any]) -> Any:
+    """How soon a frame should be corrected, from its signals (one frame's, or arrays of a pool's):
+    its margin uncertainty, 1 − (top probability − runner-up). What overlays, the attention sheet
+    and the annotate flow rank by.
+
+    The strategy benchmark (docs/benchmarks/strategies.md) chose it: margin is the best signal with a
+    few boxes on `mill`, while the earlier composite, the mean of least confidence, branch
+    disagreement and background attention (the benchmark's ``composite``), fell below random there;
+    branch disagreement and background attention are at or below random on most families. Every
+    signal stays in the rows and the tasks.
+    """
+    return signals[PRIORITY]

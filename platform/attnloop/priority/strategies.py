@@ -1,36 +1,50 @@
 """Selection strategies: which ``budget`` images of a pool a person should correct first.
 
-Every strategy is ``rank(pool, budget, *, context) -> ordered ids`` over a :class:`Pool` (one
-scoring pass: probabilities of both branches, attention maps, embeddings, labels where known)
-and never returns an id in ``context.exclude`` (already queued). Strategies live in a
-registry; :func:`rank` looks them up by name.
+One entry point, :func:`select` (``select(pool, budget, *, ranking, exclude)``), for the platform's
+annotate step and the strategy benchmark alike. Every strategy is ``fn(pool, budget, *, context)
+-> ordered ids`` over a :class:`Pool` (one scoring pass: probabilities of both branches, attention
+maps, embeddings, labels where known, or the signals a scoring run already computed) and never
+returns an id in ``context.exclude`` (already queued). Strategies live in :data:`STRATEGIES`; where
+to add one: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Hashable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Callable, Collection, Hashable, Sequence
 
 import numpy as np
 
 from attnloop.priority import signals as S
 from attnloop.priority.similarity import SimilarityIndex
 
+RANKINGS = ("priority", "hybrid")  # what the platform's annotate step offers: no labels needed, the benchmark's best
+
 
 @dataclass
 class Pool:
     ids: list[Hashable]
     probabilities: np.ndarray  # N×K perception branch
-    attention_probabilities: np.ndarray  # N×K attention branch
-    attention: np.ndarray  # N×h×w
-    embeddings: np.ndarray  # N×D
+    attention_probabilities: np.ndarray | None  # N×K attention branch (None: its signals are in ``signals``)
+    attention: np.ndarray | list  # N×h×w (a list where maps differ in size or some are missing)
+    embeddings: np.ndarray  # N×D, or anything that gives rows of one when indexed (attnloop.scores.StoredEmbeddings)
     labels: np.ndarray | None = None  # N class indices, where known
+    signals: dict[str, np.ndarray] = field(default_factory=dict)  # signals already computed (by a scoring run), by name
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        for name in ("probabilities", "attention_probabilities", "attention", "embeddings"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} rows for {n} ids")
+        for name in ("probabilities", "attention_probabilities", "attention", "embeddings", "labels"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{name} has {len(value)} rows for {n} ids")
+        for name, value in self.signals.items():
+            if len(value) != n:
+                raise ValueError(f"signal {name} has {len(value)} values for {n} ids")
+
+    @classmethod
+    def from_signals(cls, *, ids: Sequence[Hashable], probabilities, attention, embeddings, signals: dict[str, np.ndarray]) -> "Pool":
+        """A pool scored earlier: its branch signals come computed (scoring rows keep no attention-branch probabilities)."""
+        return cls(list(ids), probabilities, None, attention, embeddings, signals=dict(signals))
 
 
 @dataclass
@@ -43,41 +57,54 @@ class Context:
     seed: int = 0
 
 
-SIGNALS: dict[str, Callable[[Pool, Context], np.ndarray]] = {
-    "least_confidence": lambda p, c: S.least_confidence(p.probabilities),
-    "margin": lambda p, c: S.margin(p.probabilities),
-    "entropy": lambda p, c: S.entropy(p.probabilities),
-    "branch_disagreement": lambda p, c: S.branch_disagreement(p.probabilities, p.attention_probabilities),
-    "background_attention": lambda p, c: S.background_attention(p.attention, object_fraction=c.object_fraction),
-    "attention_spread": lambda p, c: S.attention_spread(p.attention),
-    "confusion": lambda p, c: S.confusion_driven(p.probabilities, _needs(c.confusion, "confusion")),
-    "wrong_first": lambda p, c: S.wrong_first(p.probabilities, _needs(p.labels, "labels")),
-    "composite": lambda p, c: (SIGNALS["least_confidence"](p, c) + SIGNALS["branch_disagreement"](p, c) + SIGNALS["background_attention"](p, c)) / 3,
-    "priority": lambda p, c: _platform_priority(p, c),
-}
-
-
-def _platform_priority(pool: Pool, context: Context) -> np.ndarray:
-    """What the platform ranks frames by (:func:`attnloop.scoring.priority`), from the pool's signals.
-
-    ``composite`` is the platform's earlier priority: the mean of least confidence, branch
-    disagreement and background attention."""
-    from attnloop.scoring import priority
-
-    names = ("least_confidence", "margin", "entropy", "branch_disagreement", "background_attention")
-    return np.asarray(priority({name: SIGNALS[name](pool, context) for name in names}), np.float64)
-
-
 def _needs(value, name: str):
     if value is None:
         raise ValueError(f"this strategy needs {name}; pass them in the pool or context")
     return value
 
 
-def _weighted(pool: Pool, context: Context, scores: np.ndarray) -> np.ndarray:
+def _maps(pool: Pool) -> np.ndarray:
+    if isinstance(pool.attention, np.ndarray):
+        return pool.attention
+    if any(a is None for a in pool.attention):
+        raise ValueError("this strategy needs every image's attention map; some have none")
+    return np.stack(pool.attention)
+
+
+def _stored_or(name: str, compute: Callable[[Pool, Context], np.ndarray]) -> Callable[[Pool, Context], np.ndarray]:
+    """The signal as the pool's scoring run computed it, else computed from the pool's outputs."""
+
+    def signal(pool: Pool, context: Context) -> np.ndarray:
+        if name in pool.signals:
+            return np.asarray(pool.signals[name], np.float64)
+        return compute(pool, context)
+
+    return signal
+
+
+SIGNALS: dict[str, Callable[[Pool, Context], np.ndarray]] = {
+    "least_confidence": _stored_or("least_confidence", lambda p, c: S.least_confidence(p.probabilities)),
+    "margin": _stored_or("margin", lambda p, c: S.margin(p.probabilities)),
+    "entropy": _stored_or("entropy", lambda p, c: S.entropy(p.probabilities)),
+    "branch_disagreement": _stored_or(
+        "branch_disagreement",
+        lambda p, c: S.branch_disagreement(p.probabilities, _needs(p.attention_probabilities, "attention-branch probabilities")),
+    ),
+    "background_attention": _stored_or("background_attention", lambda p, c: S.background_attention(_maps(p), object_fraction=c.object_fraction)),
+    "attention_spread": lambda p, c: S.attention_spread(_maps(p)),
+    "confusion": lambda p, c: S.confusion_driven(p.probabilities, _needs(c.confusion, "confusion")),
+    "wrong_first": lambda p, c: S.wrong_first(p.probabilities, _needs(p.labels, "labels")),
+    "composite": lambda p, c: (SIGNALS["least_confidence"](p, c) + SIGNALS["branch_disagreement"](p, c) + SIGNALS["background_attention"](p, c)) / 3,
+    # what the platform ranks frames by; ``composite`` was its earlier priority
+    "priority": lambda p, c: np.asarray(S.priority({name: SIGNALS[name](p, c) for name in S.ROW_SIGNALS}), np.float64),
+}
+
+
+def _weighted(pool: Pool, context: Context, scores: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``scores`` (of the pool's ``rows``, default all) times the weight of each one's predicted class."""
     if not context.class_weights:
         return scores
-    predicted = pool.probabilities.argmax(axis=1)
+    predicted = (pool.probabilities if rows is None else pool.probabilities[rows]).argmax(axis=1)
     return scores * np.array([context.class_weights.get(int(k), 1.0) for k in predicted])
 
 
@@ -120,15 +147,15 @@ HYBRID_SIGNALS = ("least_confidence", "branch_disagreement", "background_attenti
 
 def percentile(scores: np.ndarray) -> np.ndarray:
     """Rank-normalize to [0, 1] so signals on different scales combine fairly."""
-    ranks = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
-    return ranks / max(1, len(scores) - 1)
+    order = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
+    return order / max(1, len(scores) - 1)
 
 
 def k_center_greedy(embeddings: np.ndarray, candidates: Sequence[int], budget: int) -> list[int]:
     """Pick ``budget`` candidates that cover the embedding space: each next one is the farthest from those picked."""
     if not candidates:
         return []
-    x = embeddings[list(candidates)].astype(np.float64)
+    x = np.asarray(embeddings[list(candidates)], np.float64)
     picked = [0]
     distance = np.linalg.norm(x - x[0], axis=1)
     distance[0] = -1.0  # never picked twice, even where the rest coincide with it
@@ -141,11 +168,14 @@ def k_center_greedy(embeddings: np.ndarray, candidates: Sequence[int], budget: i
 
 
 def hybrid(pool: Pool, budget: int, *, context: Context, signals: Sequence[str] = HYBRID_SIGNALS, shortlist: int = 4) -> list[Hashable]:
-    """Mean of rank-normalized signals; among the top ``shortlist × budget``, a diverse batch by k-center greedy."""
-    scores = np.mean([percentile(SIGNALS[name](pool, context)) for name in signals], axis=0)
-    scores = _weighted(pool, context, scores)
-    position = {id_: i for i, id_ in enumerate(pool.ids)}
-    top = [position[id_] for id_ in _order(pool, context, scores)[: shortlist * budget]]
+    """Mean of signals rank-normalized among the ids not excluded; among the top ``shortlist × budget``
+    of those, a diverse batch by k-center greedy (only the shortlist's embeddings are read)."""
+    open_ = np.array([i for i, id_ in enumerate(pool.ids) if id_ not in context.exclude], dtype=np.int64)
+    if not len(open_):
+        return []
+    scores = np.mean([percentile(SIGNALS[name](pool, context)[open_]) for name in signals], axis=0)
+    scores = _weighted(pool, context, scores, open_)
+    top = [int(open_[j]) for j in np.argsort(-scores, kind="stable")[: shortlist * budget]]
     return [pool.ids[i] for i in k_center_greedy(pool.embeddings, top, budget)]
 
 
@@ -155,14 +185,45 @@ STRATEGIES: dict[str, Callable[..., list[Hashable]]] = {
     "simsearch": simsearch,
     "hybrid": hybrid,
 }
+BATCHES = ("hybrid",)  # rankings that choose a batch of a given size rather than order the whole pool
 
 
-def rank(strategy: str, pool: Pool, budget: int, *, context: Context | None = None) -> list[Hashable]:
-    """The ``budget`` ids to correct first under ``strategy``, most urgent first."""
+def select(
+    pool: Pool, budget: int | None, *, ranking: str = "priority", exclude: Collection[Hashable] = (), context: Context | None = None
+) -> list[Hashable]:
+    """The ids to correct first under ``ranking`` (a name in :data:`STRATEGIES`), most urgent first,
+    none in ``exclude`` (already queued) or ``context.exclude``. ``budget`` None: every id, for the
+    rankings that order the pool; a batch ranking (:data:`BATCHES`) needs its size."""
     try:
-        fn = STRATEGIES[strategy]
+        fn = STRATEGIES[ranking]
     except KeyError:
-        raise ValueError(f"unknown strategy {strategy!r}; valid names: {', '.join(STRATEGIES)}") from None
+        raise ValueError(f"unknown ranking {ranking!r}; valid names: {', '.join(STRATEGIES)}") from None
+    context = context or Context()
+    if exclude:
+        context = replace(context, exclude=set(context.exclude) | set(exclude))
+    if budget is None:
+        if ranking in BATCHES:
+            raise ValueError(f"the {ranking} ranking picks a batch: give its size (top_k / --limit)")
+        budget = len(pool.ids)
     if budget < 0:
         raise ValueError(f"budget must be ≥ 0, got {budget}")
-    return fn(pool, budget, context=context or Context()) if budget else []
+    return fn(pool, budget, context=context) if budget else []
+
+
+def check_ranking(ranking: str, allowed: Sequence[str] = RANKINGS) -> str:
+    """``ranking`` if it is one of ``allowed``, else a ValueError that lists them."""
+    if ranking not in allowed:
+        raise ValueError(f"unknown ranking {ranking!r}; valid names: {', '.join(allowed)}")
+    return ranking
+
+
+def ranks(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's rank by descending score (1: the highest; equal scores keep their order) and its
+    percentile, the share of the others ranked below it in percent (100: the highest)."""
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(scores), np.int64)
+    rank[order] = np.arange(1, len(scores) + 1)
+    last = len(scores) - 1
+    percentile = np.round(100.0 * (last - (rank - 1)) / last, 2) if last else np.full(len(scores), 100.0)
+    return rank, percentile

@@ -21,7 +21,8 @@ import numpy as np
 
 from attnloop.datasets import Annotation, by_split, read_manifest
 from attnloop.evaluation import confusion_matrix
-from attnloop.priority.strategies import Context, Pool, rank
+from attnloop.priority.strategies import Context, Pool, select
+from attnloop.recipe import RECIPE
 from attnloop.training import ImageSet, TrainConfig, load_split, predict, save_run, train
 
 ALL = "all"
@@ -50,7 +51,6 @@ PROFILES = {
     ),
 }
 
-RETRAIN = dict(guidance="match", guidance_weight=10.0, counterexamples="append", guided_share=0.5)
 
 
 def parse_budgets(text: str) -> tuple[int | str, ...]:
@@ -106,7 +106,7 @@ def run(
 
     Retraining fine-tunes the initial model (``finetune``) or starts from scratch, on the whole
     labeled training set with the new boxes (``replay``) or on the boxed images alone, with
-    ``retrain_options`` (guidance loss, λ, counterexamples; default :data:`RETRAIN`). With
+    ``retrain_options`` (guidance loss, λ, counterexamples; default: the platform's recipe, :data:`attnloop.recipe.RECIPE`). With
     ``rounds`` > 1 a budget is spent in that many rounds, each scoring the pool with the model
     retrained in the round before (the iterative mode). Seeds ``first_seed … first_seed + seeds - 1``
     run here; parts run apart (other processes or machines) are joined with :func:`merge`.
@@ -132,7 +132,7 @@ def run(
             truth = {r.image: r for r in train_records}
             retrain = TrainConfig(
                 arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, device=device,
-                **(retrain_options or RETRAIN),
+                **(retrain_options or RECIPE.options()),
             )
 
             retrained: dict[frozenset, object] = {}
@@ -158,7 +158,7 @@ def run(
                     if latest is not initial:  # a model trained anew may normalize differently
                         data = train_set if latest.card == initial.card else load_split(train_records, root, latest.card)
                         scored = _pool(latest.model, data)
-                    chosen += rank(strategy, scored, step, context=replace(context, exclude=set(chosen)))
+                    chosen += select(scored, step, ranking=strategy, context=replace(context, exclude=set(chosen)))
                     latest = retrain_with(chosen)
                 return latest.metrics["splits"]["test"]
 

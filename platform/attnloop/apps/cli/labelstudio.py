@@ -2,7 +2,7 @@
 
 ``add_commands(subparsers)`` registers them on the main parser's subcommands; every handler
 takes ``(args, settings)`` like the other commands. Label Studio's address comes from
-``ATTNLOOP_LABEL_STUDIO_URL``/``_TOKEN``/``_PROJECT`` (LabelStudioSettings).
+``ATTNLOOP_LABEL_STUDIO_URL``/``_TOKEN``/``_PROJECT`` (``settings.label_studio``).
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnloop.labelstudio.project import TEMPLATES, LabelStudioSettings
+from attnloop.config import LabelStudioSettings, Settings
+from attnloop.labelstudio.project import TEMPLATES
+from attnloop.layout import ANNOTATIONS
+from attnloop.priority import RANKINGS
 
 
-def _connect(args: argparse.Namespace):
-    ls_settings = LabelStudioSettings.from_env()
+def _connect(args: argparse.Namespace, settings: Settings):
+    ls_settings = settings.label_studio
     title = args.title or ls_settings.project
     return ls_settings, ls_settings.client(), title
 
@@ -29,7 +32,7 @@ def _project(ls, ls_settings: LabelStudioSettings, title: str):
     return project
 
 
-def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
+def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.labelstudio.project import bootstrap
 
     if bool(args.card) == bool(args.classes):
@@ -40,20 +43,21 @@ def cmd_bootstrap(args: argparse.Namespace, settings) -> int:
         classes = list(ModelCard.load(args.card).class_names)
     else:
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    ls_settings, ls, title = _connect(args)
+    ls_settings, ls, title = _connect(args, settings)
     project = bootstrap(ls, title=title, classes=classes, template=args.template)
     print(f"project {project.id} {title!r} at {ls_settings.url}/projects/{project.id} with classes {', '.join(classes)}")
     return 0
 
 
-def cmd_push(args: argparse.Namespace, settings) -> int:
+def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop import lease
-    from attnloop.labelstudio.push import PushInterrupted, latest_scored_version, push_scored
+    from attnloop.labelstudio.push import PushInterrupted, push_scored
+    from attnloop.scores import latest_version
 
     store = settings.store(args.store)
-    ls_settings, ls, title = _connect(args)
+    ls_settings, ls, title = _connect(args, settings)
     project = _project(ls, ls_settings, title)
-    version = args.model_version or latest_scored_version(store)
+    version = args.model_version or latest_version(store)
     try:
         result = push_scored(
             ls, project, store=store, model_version=version, limit=args.limit, ranking=args.ranking, max_open=args.max_open,
@@ -69,12 +73,12 @@ def cmd_push(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_harvest(args: argparse.Namespace, settings) -> int:
+def cmd_harvest(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.labelstudio.harvest import harvest
     from attnloop.labelstudio.project import project_classes
 
     store = settings.store(args.store)
-    ls_settings, ls, title = _connect(args)
+    ls_settings, ls, title = _connect(args, settings)
     project = _project(ls, ls_settings, title)
     result = harvest(ls, project, store=store, classes=project_classes(project), prefix=args.prefix)
     for problem in result.problems:
@@ -87,11 +91,11 @@ def cmd_harvest(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace, settings) -> int:
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.labelstudio.annotator import read_truth, simulate_annotator
 
     truth = read_truth(args.truth)
-    ls_settings, ls, title = _connect(args)
+    ls_settings, ls, title = _connect(args, settings)
     project = _project(ls, ls_settings, title)
     counts = simulate_annotator(
         ls, project, truth, box_jitter=args.box_jitter, miss_rate=args.miss_rate, wrong_class_rate=args.wrong_class_rate,
@@ -126,7 +130,7 @@ def add_commands(subparsers) -> None:
         help="create at most this many NEW tasks in this push (frames already queued neither count nor come again; default: all)",
     )
     ps.add_argument(
-        "--ranking", choices=("priority", "hybrid"), default="priority",
+        "--ranking", choices=RANKINGS, default=RANKINGS[0],
         help="priority: by margin (few corrections); hybrid: a diverse batch of --limit frames (50 and more)",
     )
     ps.add_argument("--max-open", type=int, default=None, help="keep at most this many tasks waiting for an annotator")
@@ -136,7 +140,7 @@ def add_commands(subparsers) -> None:
 
     hv = ls.add_parser("harvest", help="write the next annotation-set version from new or edited annotations")
     hv.add_argument("--store", default=None, help=store_help)
-    hv.add_argument("--prefix", default="annotations/", help="where the versions live in the store")
+    hv.add_argument("--prefix", default=ANNOTATIONS, help="where the versions live in the store")
     hv.add_argument("--title", default=None, help=title_help)
     hv.set_defaults(func=cmd_harvest)
 

@@ -9,17 +9,17 @@ top-K frames to Label Studio → the simulated annotator (or a person) boxes the
 → retrain → gate → promote. It prints the champion before and after and where to look.
 
 All state lives in one folder (``$ATTNLOOP_HOME/demo`` by default, replaced on each run), which
-the flows see as their ``ATTNLOOP_HOME``: the store is ``<folder>/store``, MLflow
-``<folder>/mlflow.db``. :func:`run_comparison` (``attnloop demo --offline``) is the earlier
+the flows see as their home (the demo puts its settings in force with :func:`attnloop.config.using`):
+the store is ``<folder>/store``, MLflow ``<folder>/mlflow.db``. :func:`run_comparison` (``attnloop demo --offline``) is the earlier
 demonstration without services: a shortcut set trained with and without box guidance.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import sys
@@ -30,14 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository root, where flows/ lives
+from attnloop.config import LabelStudioSettings, Settings, using
+from attnloop.recipe import RECIPE
+
 MARKER = ".attnloop-demo"  # marks a folder the demo may replace
 LABEL_STUDIO_PROCESS = "label-studio.process.json"  # pid and start time of the Label Studio the demo started
 FAMILY = "mill"
 SOURCE = "mill-line-1"
 ANNOTATORS = ("simulated", "human")
 LOCAL_PROJECT = "attnloop demo"
-SERVICE_ENV = ("ATTNLOOP_STORE", "MLFLOW_TRACKING_URI")  # the demo runs on embedded defaults
 POLL_SECONDS = 5.0  # how often the demo asks Label Studio whether people are done
 # Prefect's ephemeral server (no PREFECT_API_URL) on a new SQLite file: its telemetry writes a
 # session row while the flows' first writes hold the lock, and prints a `database is locked`
@@ -60,7 +61,7 @@ class DemoConfig:
     frames: int = 240  # frames streamed into the store
     top_k: int = 40  # frames pushed to Label Studio, highest priority first
     initial_epochs: int = 30
-    retrain_epochs: int = 30  # fine-tuning from the shortcut needs about as many epochs as the first training
+    retrain_epochs: int = RECIPE.epochs  # the retraining recipe's: fine-tuning from the shortcut needs about as many as the first training
     seed: int = 0
     annotator: str = "simulated"  # or "human": a person completes the tasks in Label Studio
 
@@ -100,12 +101,13 @@ class Figures:
     boxes: int  # boxes among them
 
 
-def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
-    """The whole demonstration; returns the figures before and after, the gate's action and the paths."""
-    from attnloop.labelstudio.project import LabelStudioSettings
-
+def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress: bool = True, settings: Settings | None = None) -> dict:
+    """The whole demonstration; returns the figures before and after, the gate's action and the paths.
+    ``settings`` (default: the environment's) give the gate's policy, threads, the model's name and
+    Label Studio's address; the demo's own folder replaces every service they name."""
+    settings = settings or Settings.from_env()
     workdir = _fresh_workdir(Path(workdir))
-    configured = LabelStudioSettings.from_env()
+    configured = settings.label_studio
     human = config.annotator == "human"
     steps = Steps(8 if human else 6)
     server = None
@@ -120,8 +122,9 @@ def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress
                 server = _launch_label_studio(workdir, steps)
                 url, token, project_title = server.url, server.token, LOCAL_PROJECT
             document_root = server.local_files_root if server is not None else configured.document_root
-            with _demo_environment(workdir, url=url, token=token, project=project_title, document_root=document_root):
-                result = _run(workdir, config, steps, server=server, progress=progress)
+            label_studio = LabelStudioSettings(url, token, project_title, None if document_root is None else str(document_root))
+            with _demo_settings(settings, workdir, label_studio) as demo_settings:
+                result = _run(workdir, config, steps, server=server, progress=progress, settings=demo_settings)
         finally:
             if server is not None and server.pid is not None:
                 pid = server.pid
@@ -137,17 +140,16 @@ def run_demo(workdir: str | Path, *, config: DemoConfig = DemoConfig(), progress
     return result
 
 
-def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: bool) -> dict:
-    from attnloop import registry
-    from attnloop.config import Settings
+def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: bool, settings: Settings) -> dict:
+    from attnloop import annotation_set, registry
     from attnloop.datasets import make_dataset
     from attnloop.holdout import load_holdout
     from attnloop.labelstudio import put_frames, write_truth
-    from attnloop.labelstudio.project import LabelStudioSettings, find_project
+    from attnloop.labelstudio.project import find_project
     from attnloop.publish import register_run
     from attnloop.training import TrainConfig, data_hash, save_run, train
+    from flows.loop import loop
 
-    settings = Settings.from_env()
     data = workdir / "data"
     steps(f"data: a generated `{FAMILY}` set, {config.size} training images (attnloop data make {FAMILY} --size {config.size})")
     records = make_dataset(FAMILY, data, seed=config.seed, size=config.size)
@@ -164,8 +166,7 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
     steps(f"initial model: abn_cifar, {config.initial_epochs} epochs without boxes, registered as champion")
     initial = TrainConfig(epochs=config.initial_epochs, guidance="none", seed=config.seed, threads=settings.threads)
     trained = train(data, initial, progress=progress)
-    run = save_run(workdir / "runs" / "initial", trained, initial, data=data_hash(data))
-    (run / "data.json").write_text(json.dumps({"data": str(data.resolve()), "boxes": None}) + "\n")  # lets MLflow show its attention grid
+    run = save_run(workdir / "runs" / "initial", trained, initial, data=data_hash(data), source=data)  # MLflow shows its attention on the data
     client = registry.connect(settings.registry_uri)
     holdout = load_holdout(data)
     first = register_run(client, name=settings.model_name, run_dir=run, holdout=holdout, artifact_root=settings.artifact_root)
@@ -180,7 +181,6 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
         server.wait_healthy()
         print(f"  Label Studio answers at {server.url} (pid {server.pid})")
 
-    loop = _loop_flow()
     common = dict(base_data=str(data.resolve()), holdout=str(data.resolve()), epochs=config.retrain_epochs, progress=progress)
     if config.annotator == "simulated":
         steps(
@@ -191,7 +191,7 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
     else:
         steps(f"the loop flow, first part: score → push the top {config.top_k} to Label Studio")
         first_turn = loop(top_k=config.top_k, annotator="human", **common)
-        ls_settings = LabelStudioSettings.from_env()
+        ls_settings = settings.label_studio
         ls = ls_settings.client()
         project = find_project(ls, ls_settings.project)
         if server is None:
@@ -206,14 +206,12 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
         raise RuntimeError("the loop harvested no annotation, so nothing was retrained; complete some tasks in Label Studio and run the demo again")
 
     steps("before and after: the first champion and the retrained model on the clean test split")
-    from attnloop.labelstudio.harvest import read_version
-
-    entries, _ = read_version(store, int(re.search(r"v(\d+)\.jsonl$", out["annotation_set"])[1]))
-    boxes = sum(len(e.get("boxes") or []) for e in entries.values())
+    entries = annotation_set.read(store, out["annotation_version"]).entries
+    boxes = sum(len(e.boxes) for e in entries.values())
     champion = registry.alias_version(client, settings.model_name, registry.CHAMPION)
     after = version_figures(client, settings.model_name, out["challenger"], data, workdir / "eval", annotated=len(entries), boxes=boxes)
     tags = registry.version_tags(client, settings.model_name, out["challenger"])
-    ls_settings = LabelStudioSettings.from_env()
+    ls_settings = settings.label_studio
     project = find_project(ls_settings.client(), ls_settings.project)
     return {
         "before": before,
@@ -251,7 +249,7 @@ def _fresh_workdir(workdir: Path) -> Path:
 def _end_left_behind_label_studio(workdir: Path) -> None:
     """A demo that was killed (SIGKILL, a closed terminal) leaves its Label Studio running on the
     folder about to be replaced: end it, if the recorded pid still has the recorded start time."""
-    from attnloop.processes import end_group
+    from attnloop.apps.processes import end_group
 
     record = workdir / LABEL_STUDIO_PROCESS
     if not record.exists():
@@ -262,12 +260,12 @@ def _end_left_behind_label_studio(workdir: Path) -> None:
 
 
 def _launch_label_studio(workdir: Path, steps: Steps):
-    from attnloop.labelstudio.server import free_port, new_server
+    from attnloop.apps.labelstudio_server import free_port, new_server
 
     # the document root is the store folder: a Label Studio user can read nothing else through local-files serving
     server = new_server(workdir / "label-studio", port=free_port(8080), local_files_root=workdir / "store")
     server.launch()
-    from attnloop.processes import start_time
+    from attnloop.apps.processes import start_time
 
     (workdir / LABEL_STUDIO_PROCESS).write_text(json.dumps({"pid": server.pid, "started": start_time(server.pid)}) + "\n")
     steps(f"Label Studio: starting the local server in the background at {server.url} (pid {server.pid}; log {server.log})")
@@ -276,24 +274,30 @@ def _launch_label_studio(workdir: Path, steps: Steps):
 
 
 @contextmanager
-def _demo_environment(home: Path, *, url: str, token: str, project: str, document_root: str | Path | None) -> Iterator[None]:
-    """The settings the flows read (they read the environment), restored afterwards."""
-    quiet = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # a bar per checkpoint download is noise here
-    names = (
-        "ATTNLOOP_HOME", "ATTNLOOP_LABEL_STUDIO_URL", "ATTNLOOP_LABEL_STUDIO_TOKEN", "ATTNLOOP_LABEL_STUDIO_PROJECT",
-        "ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", quiet, *SERVICE_ENV,
-    )
-    saved = {name: os.environ.get(name) for name in names}
-    for name in SERVICE_ENV:
-        if os.environ.pop(name, None):
+def _demo_settings(settings: Settings, home: Path, label_studio: LabelStudioSettings) -> Iterator[Settings]:
+    """``settings`` on the demo's folder (store, MLflow file, Label Studio), in force for the flows the
+    demo runs, on Prefect's ephemeral engine."""
+    for name, value in (("ATTNLOOP_STORE", settings.store_uri), ("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)):
+        if value:
             print(f"  (the demo runs on embedded defaults: {name} is ignored)")
-    os.environ.update(
-        ATTNLOOP_HOME=str(home), ATTNLOOP_LABEL_STUDIO_URL=url, ATTNLOOP_LABEL_STUDIO_TOKEN=token, ATTNLOOP_LABEL_STUDIO_PROJECT=project,
-        **({"ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT": str(document_root)} if document_root else {}), **{quiet: "false"},
+    demo = dataclasses.replace(
+        settings, home=home, store_uri=None, mlflow_tracking_uri=None, s3_endpoint=None, s3_access_key=None, s3_secret_key=None,
+        label_studio=label_studio,
     )
+    with using(demo), _ephemeral_prefect(), _mlflow_environment():
+        yield demo
+
+
+@contextmanager
+def _mlflow_environment() -> Iterator[None]:
+    """MLflow's own environment variables, as the caller had them afterwards: MLflow puts the tracking
+    URI it was pointed at into ``MLFLOW_TRACKING_URI`` (for its subprocesses), which must not outlive
+    the demo; and no progress bar per checkpoint download, noise here."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
-        with _ephemeral_prefect():
-            yield
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
@@ -332,20 +336,6 @@ def _stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _loop_flow():
-    """``flows.loop.loop``; flows/ sits at the repository root, beside platform/."""
-    try:
-        from flows.loop import loop
-    except ModuleNotFoundError as err:
-        if err.name != "flows":
-            raise
-        if not (ROOT / "flows" / "loop.py").is_file():
-            raise FileNotFoundError(f"{ROOT / 'flows' / 'loop.py'} is missing; the demo runs from a checkout of attnloop") from None
-        sys.path.insert(0, str(ROOT))
-        from flows.loop import loop
-    return loop
 
 
 def version_figures(client, name: str, version: str, data: Path, scratch: Path, *, annotated: int, boxes: int) -> Figures:
@@ -439,7 +429,7 @@ def where_to_look(result: dict, *, server=None) -> str:
     if server is not None:
         lines.append(f"  Label Studio  {project}  login {server.user} / {server.password}")
         lines.append(
-            f"                stopped now; to look again: {tool('python')} -m attnloop.labelstudio.server {server.workdir} "
+            f"                stopped now; to look again: {tool('python')} -m attnloop.apps.labelstudio_server {server.workdir} "
             f"--port {server.port} --local-files {server.local_files_root}"
         )
     else:

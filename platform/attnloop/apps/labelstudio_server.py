@@ -14,7 +14,7 @@ local-files storage anywhere under the root and read what lies there, so a root 
 Studio's own default) would hand out the host's files. Without a root (an S3 store) it is off.
 
 The tests, ``attnloop demo`` and scripts that start the local stack share this module;
-``python -m attnloop.labelstudio.server FOLDER`` runs one in the foreground until Ctrl-C.
+``python -m attnloop.apps.labelstudio_server FOLDER`` runs one in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-ROOT = Path(__file__).resolve().parents[3]  # the repository root (platform/attnloop/labelstudio/server.py)
+ROOT = Path(__file__).resolve().parents[3]  # the repository root (platform/attnloop/apps/labelstudio_server.py)
 BIN_ENV = "ATTNLOOP_LABEL_STUDIO_BIN"
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
@@ -239,7 +239,7 @@ def label_studio_server(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m attnloop.labelstudio.server", description="Run a local Label Studio until Ctrl-C.")
+    parser = argparse.ArgumentParser(prog="python -m attnloop.apps.labelstudio_server", description="Run a local Label Studio until Ctrl-C.")
     parser.add_argument("workdir", type=Path, help="its folder: data, log, credentials (kept between runs)")
     parser.add_argument("--port", type=int, default=8080, help="default 8080, or a free port if 8080 is taken")
     parser.add_argument(

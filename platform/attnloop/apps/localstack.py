@@ -5,7 +5,7 @@ The same services as ``infra/docker-compose.yml``, each a process in its own pro
 - ``s3``: moto's S3 server (in memory: its objects go when it stops), buckets ``attnloop`` and ``mlflow``;
 - ``mlflow``: ``mlflow server``, SQLite backend, artifacts in the S3 server;
 - ``prefect``: ``prefect server start``, SQLite under the stack's folder;
-- ``label-studio``: from ``.venv-ls`` (:mod:`attnloop.labelstudio.server`);
+- ``label-studio``: from ``.venv-ls`` (:mod:`attnloop.apps.labelstudio_server`);
 - ``worker``: ``prefect worker start`` on the process pool the deployments use, with the stack's
   environment, so every flow run it starts reaches the services above;
 - ``serving``: the serving service, following ``models:/NAME@champion``.
@@ -31,8 +31,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from attnloop.labelstudio.server import ROOT, free_port, new_server
-from attnloop.processes import end_group, running, start_time
+from attnloop.apps.labelstudio_server import ROOT, free_port, new_server
+from attnloop.apps.processes import end_group, running, start_time
 
 SERVICES = ("s3", "mlflow", "prefect", "label-studio", "worker", "serving")
 POOL = "attnloop-process"

@@ -1,0 +1,70 @@
+"""``attnloop stream simulate`` and ``attnloop score``: frames into the store, and scoring them once per model version."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from attnloop.config import Settings
+
+
+def cmd_stream_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.stream import simulate
+
+    store = settings.store(args.to)
+    keys = simulate(store, args.family, count=args.count, rate=args.rate, seed=args.seed, source=args.source)
+    print(f"wrote {len(keys)} frames to {store.uri}/{keys[0].rsplit('/', 1)[0]}/")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop.scoring import report_markdown, score_store
+
+    store = settings.store(args.store)
+    import tempfile
+
+    from attnloop import lease
+    from attnloop.registry import champion_uri, open_source
+
+    source = args.model or champion_uri(settings.model_name)
+    model, version = open_source(source, registry_uri=settings.registry_uri, dst=tempfile.mkdtemp(prefix="attnloop-model-"), threads=settings.threads)
+    try:
+        summary = score_store(
+            store, model, model_version=args.model_version or version, source=args.source, batch_size=args.batch_size,
+            object_fraction=args.object_fraction, overlays=args.overlays, lease_wait=args.wait,
+        )
+    except lease.Busy as err:
+        print(f"another scoring run holds the lease for model version {args.model_version or version} ({err}); it scores these frames, "
+              "so nothing was scored twice; run again once it has finished to score frames that arrive later")
+        return 0
+    except lease.Lost as err:
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 2
+    print(report_markdown(summary))
+    print(f"results under {store.uri}/scores/, report at reports/{summary.model_version}/{summary.run_id}.md ({model.provider})")
+    return 0
+
+
+def add_commands(sub) -> None:
+    """Register ``attnloop stream simulate`` and ``attnloop score`` on the main parser's subcommands."""
+    stream = sub.add_parser("stream", help="image streams in the object store").add_subparsers(dest="stream_command", required=True)
+    sim = stream.add_parser("simulate", help="write a dataset family's stream split as frames")
+    sim.add_argument("--family", required=True)
+    sim.add_argument("--to", default=None, help="store URI (s3://bucket/prefix or file:///path; default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)")
+    sim.add_argument("--count", type=int, required=True)
+    sim.add_argument("--rate", type=float, default=None, help="frames per second (default: as fast as possible)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--source", default=None, help="source name in the frame keys (default: the family)")
+    sim.set_defaults(func=cmd_stream_simulate)
+
+    sc = sub.add_parser("score", help="score every new frame in the store with ONNX Runtime, once per model version")
+    sc.add_argument("--store", default=None, help="store URI (default: ATTNLOOP_STORE or a folder under ATTNLOOP_HOME)")
+    sc.add_argument("--model", default=None, help="an .onnx file or models:/NAME@ALIAS (default: the registry's champion)")
+    sc.add_argument("--model-version", default=None, help="version recorded in the rows (default: the registry version, or the file's name@sha256)")
+    sc.add_argument("--source", default=None, help="only this source")
+    sc.add_argument("--batch-size", type=int, default=64)
+    sc.add_argument("--object-fraction", type=float, default=0.1, help="typical object area as a share of the image")
+    sc.add_argument("--overlays", type=int, default=16, help="attention overlays for this many highest-priority frames")
+    sc.add_argument("--wait", type=float, default=60.0, help="seconds to wait while another run scores with the same model version "
+                    "(it holds the store's lease), then leave its frames to it and exit 0 (default 60)")
+    sc.set_defaults(func=cmd_score)
