@@ -192,8 +192,9 @@ def read_scores(store: Store, *, model_version: str | None = None, columns: list
 
 
 def read_rows(store: Store, model_version: str) -> list[ScoreRow]:
-    """A model version's rows; LookupError when it has none."""
-    table = read_scores(store, model_version=model_version)
+    """A model version's rows, one per frame key (a frame replaced under its key: its newest content's);
+    LookupError when it has none."""
+    table = read_scores(store, model_version=model_version, latest=True)
     if table is None:
         raise LookupError(f"no scores for model version {model_version!r} in {store.uri}; run `attnloop score` first")
     return [ScoreRow.from_record(record) for record in table.to_pylist()]
