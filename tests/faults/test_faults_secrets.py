@@ -195,7 +195,8 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from attnloop.apps.demo import _demo_environment
+from attnloop.apps.demo import _demo_settings
+from attnloop.config import LabelStudioSettings, Settings
 
 
 @task
@@ -215,7 +216,7 @@ def outer() -> int:
 
 
 home = Path(sys.argv[1])
-with _demo_environment(home, url="http://127.0.0.1:9", token="t" * 40, project="p", document_root=str(home / "store")):
+with _demo_settings(Settings.from_env(), home, LabelStudioSettings("http://127.0.0.1:9", "t" * 40, "p", str(home / "store"))):
     print("result", outer())
 '''
 
@@ -243,12 +244,13 @@ def test_the_demo_sets_prefect_only_for_the_ephemeral_server_it_starts(tmp_path,
     """A configured Prefect server keeps its settings; a setting the caller gives wins; all is restored after."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    from attnloop.apps.demo import _demo_environment
+    from attnloop.apps.demo import _demo_settings
+    from attnloop.config import LabelStudioSettings, Settings
 
     def inside(**env) -> tuple[bool, bool, int]:
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        with _demo_environment(tmp_path, url="http://127.0.0.1:9", token="t" * 40, project="p", document_root=str(tmp_path)):
+        with _demo_settings(Settings.from_env(), tmp_path, LabelStudioSettings("http://127.0.0.1:9", "t" * 40, "p", str(tmp_path))):
             server = get_current_settings().server
             return server.analytics_enabled, server.services.triggers.enabled, server.ephemeral.startup_timeout_seconds
 
