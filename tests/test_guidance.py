@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnloop.guidance import box_mask, counterexamples, guidance_loss, map_target, outside_box_loss
+from attnloop.guidance import box_mask, counterexamples, guidance_loss, map_target, outside_box_loss, shortcut_penalty
 from attnloop.models import make_card, build_model
 
 
@@ -67,3 +67,38 @@ def test_counterexamples_keep_the_box_and_swap_the_rest():
         assert torch.all(ce[0, :2, :2] == i)
         outside = ce[0][inside[i] == 0]
         assert torch.all(outside == outside[0]) and float(outside[0]) != i
+
+
+def test_shortcut_counterexamples_swap_the_mark_and_keep_the_rest():
+    images = torch.stack([torch.full((1, 4, 4), float(i)) for i in range(3)])
+    marks = torch.zeros(3, 4, 4)
+    marks[:, 3:, 3:] = 1
+    made, source = counterexamples(images, marks, torch.tensor([False, True, False]), generator=torch.Generator().manual_seed(0), keep="outside")
+    assert source.tolist() == [1]
+    assert float(made[0, 0, 3, 3]) != 1 and torch.all(made[0, 0][marks[1] == 0] == 1)
+    with pytest.raises(ValueError, match="inside' or 'outside"):
+        counterexamples(images, marks, torch.tensor([True, True, True]), generator=torch.Generator(), keep="both")
+
+
+def test_the_shortcut_penalty_pulls_input_gradient_and_attention_out_of_the_marks():
+    """Its gradient reaches the parameters; it is zero for a model that ignores the marked pixels, and
+    only the marked samples count."""
+    torch.manual_seed(0)
+    card = make_card("abn_cifar", class_names=["a", "b"], input_size=(32, 32), channels=1)
+    model = build_model(card)
+    images = torch.randn(4, 1, 32, 32, requires_grad=True)
+    marks = torch.zeros(4, 32, 32)
+    marks[:, :8, :8] = 1
+    marked = torch.tensor([True, True, False, False])
+    out = model(images)
+    reliant, looked = shortcut_penalty(images, out.logits, out.attention, marks, marked)
+    assert float(reliant) > 0 and 0 < float(looked) <= 1
+    (reliant + looked).backward()
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.parameters() if p.grad is not None)
+    none = shortcut_penalty(images, out.logits, out.attention, marks, torch.zeros(4, dtype=torch.bool))
+    assert float(none[0]) == 0 and float(none[1]) == 0
+    # a "model" whose logits read only the unmarked pixels: no reliance on the marks
+    x = torch.randn(4, 1, 32, 32, requires_grad=True)
+    logits = torch.stack([x[:, 0, 16:, 16:].mean(dim=(1, 2)), -x[:, 0, 16:, 16:].mean(dim=(1, 2))], dim=1)
+    reliant, _ = shortcut_penalty(x, logits, torch.zeros(4, 1, 4, 4), marks, marked)
+    assert float(reliant) == 0

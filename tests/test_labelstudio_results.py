@@ -77,6 +77,18 @@ def test_parse_reads_boxes_class_flags_and_comment():
     assert c.problems == []
 
 
+def test_parse_reads_shortcut_marks_apart_from_the_evidence():
+    """A box in the "shortcut" control is what the model wrongly used: it is not evidence, and its
+    label is not a class; a bad one is a problem like any other region."""
+    from attnloop.labelstudio.results import SHORTCUT, SHORTCUT_LABEL
+
+    mark = rectangle_result([32, 0, 40, 6], SHORTCUT_LABEL, 40, 20, from_name=SHORTCUT)
+    flat = rectangle_result([5, 5, 5, 9], SHORTCUT_LABEL, 40, 20, from_name=SHORTCUT)
+    c = parse_annotation(_annotation(choices_result(["dent"]), rectangle_result([10, 5, 30, 15], "dent", 40, 20), mark, flat), classes=CLASSES, task=3)
+    assert c.boxes == [[10.0, 5.0, 30.0, 15.0]] and c.shortcut_boxes == [[32.0, 0.0, 40.0, 6.0]] and c.label == "dent"
+    assert [p.reason for p in c.problems] == ["zero_area"]
+
+
 def test_parse_clips_to_the_image_and_uses_task_size_when_region_has_none():
     item = rectangle_result([30, 10, 50, 30], "dent", 40, 20)
     assert parse_annotation([item], classes=CLASSES).boxes == [[30.0, 10.0, 40.0, 20.0]]
@@ -149,8 +161,10 @@ def test_shipped_templates_take_the_classes(template):
     root = ET.fromstring(config)
     assert config_labels(config) == CLASSES
     names = {e.get("name") for e in root.iter() if e.get("name")}
-    assert {"image", "evidence", "class", "flag", "comment"} <= names
-    assert root.find(".//RectangleLabels").get("canRotate") == "false"
+    assert {"image", "evidence", "shortcut", "class", "flag", "comment"} <= names
+    assert all(e.get("canRotate") == "false" for e in root.iter("RectangleLabels"))
+    shortcut = next(e for e in root.iter("RectangleLabels") if e.get("name") == "shortcut")
+    assert [label.get("value") for label in shortcut.iter("Label")] == ["model used this"]  # not the classes
     if template == "box_correction_overlay":
         assert any(e.get("value") == "$overlay" for e in root.iter("Image"))
 

@@ -126,3 +126,22 @@ def test_select_leaves_out_what_is_queued_and_orders_the_rest():
     assert select(pool, 5, ranking="margin", exclude=queued) == everything[:5]
     with pytest.raises(ValueError, match="give its size"):
         select(pool, None, ranking="hybrid")
+
+
+def test_coverage_touches_every_predicted_class_before_going_deeper():
+    pool = make_pool(n=90, k=3, seed=2)
+    predicted = pool.probabilities.argmax(axis=1)
+    chosen = select(pool, 3, ranking="coverage")
+    assert {int(predicted[pool.ids.index(i)]) for i in chosen} == {0, 1, 2}
+    six = select(pool, 6, ranking="coverage")
+    counts = np.bincount([int(predicted[pool.ids.index(i)]) for i in six], minlength=3)
+    assert counts.min() >= 1 and counts.sum() == 6
+
+
+def test_jtt_puts_the_confident_mistakes_first():
+    pool = make_pool(n=60, k=3, seed=3)
+    wrong = pool.probabilities.argmax(axis=1) != pool.labels
+    chosen = select(pool, int(wrong.sum()), ranking="jtt")
+    assert {pool.ids.index(i) for i in chosen} == set(np.flatnonzero(wrong).tolist())
+    confidence = [pool.probabilities[pool.ids.index(i)].max() for i in chosen]
+    assert confidence == sorted(confidence, reverse=True)

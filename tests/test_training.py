@@ -81,7 +81,7 @@ def test_a_class_correction_replaces_the_manifest_label(tiny_data):
     assert alone.labels.tolist() == [card.class_names.index(other)] and alone.guided.tolist() == [False]
     assert alone.targets.sum() == 0
     path.write_text(json.dumps({"image": first.image, "boxes": []}) + "\n")
-    with pytest.raises(ValueError, match="needs boxes, an attention_map or a label"):
+    with pytest.raises(ValueError, match="needs boxes, shortcut_boxes, an attention_map or a label"):
         read_annotations(path)
 
 

@@ -78,3 +78,26 @@ def test_a_set_altered_after_it_was_written_is_refused(tiny_data, tmp_path):
     store.put("annotations/v0001.jsonl", body.replace(b'"square"', b'"bar"'))
     with pytest.raises(ValueError, match="the set was altered"):
         materialize(store, "annotations/v0001.jsonl", out=tmp_path / "set", base=tiny_data)
+
+
+def test_shortcut_marks_travel_from_the_set_into_training(tiny_data, tmp_path):
+    """A harvested entry with a class and a shortcut mark but no evidence box trains: the mark is
+    erased in its counterexamples and penalized; a set written before marks existed reads with none."""
+    entries = [
+        {"image": "frames/l1/2026-11-26/a.png", "boxes": [], "label": "square", "shortcut_boxes": [[0, 0, 8, 8]]},
+        {"image": "frames/l1/2026-11-26/b.png", "boxes": [[4, 4, 16, 8]], "label": "bar"},
+    ]
+    store = annotated_store(tmp_path, entries)
+    assert json.loads(store.get("annotations/v0001.jsonl").splitlines()[0])["shortcut_boxes"] == [[0.0, 0.0, 8.0, 8.0]]
+    root, annotations = materialize(store, "annotations/v0001.jsonl", out=tmp_path / "set", base=tiny_data)
+    assert annotations["annotated/frames/l1/2026-11-26/a.png"].shortcut_boxes == [[0.0, 0.0, 8.0, 8.0]]
+    config = TrainConfig(epochs=2, guidance="outside", counterexamples="append", guided_share=0.5)
+    result = train(root, config, annotations=annotations, progress=False)
+    assert (result.metrics["guided_images"], result.metrics["marked_images"]) == (1, 1)
+    assert all(record["marks"] > 0 for record in result.history)
+    # the line format of a set from before shortcut marks
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"image": "train/0.png", "boxes": [[1, 1, 5, 5]], "label": "square", "hash": "h", "task": 3}) + "\n")
+    from attnloop.datasets import read_annotations
+
+    assert read_annotations(old)["train/0.png"].shortcut_boxes == []

@@ -30,6 +30,7 @@ class Entry:
     image: str  # the frame's object key
     boxes: list[list[float]] = field(default_factory=list)  # evidence boxes in pixels, x1/y1 exclusive
     label: str | None = None  # the class the annotator gave (None: no class, not trained on)
+    shortcut_boxes: list[list[float]] = field(default_factory=list)  # what the model wrongly used (shortcut marks)
     hash: str | None = None  # the frame's content hash when it was pushed
     predicted: str | None = None  # the model's class on the task
     flags: list[str] = field(default_factory=list)  # e.g. "no object": the class alone, nothing to box
@@ -45,12 +46,13 @@ class Entry:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], where: str) -> "Entry":
         image, annotation = parse_annotation(dict(data), where)
-        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data and name not in ("image", "boxes", "label")}
-        return cls(image=image, boxes=annotation.boxes, label=annotation.label, **known)
+        parsed = ("image", "boxes", "label", "shortcut_boxes")
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data and name not in parsed}
+        return cls(image=image, boxes=annotation.boxes, label=annotation.label, shortcut_boxes=annotation.shortcut_boxes, **known)
 
     def training(self) -> Annotation:
         """What training reads of it."""
-        return Annotation([list(b) for b in self.boxes], label=self.label)
+        return Annotation([list(b) for b in self.boxes], label=self.label, shortcut_boxes=[list(b) for b in self.shortcut_boxes])
 
 
 @dataclass(frozen=True)

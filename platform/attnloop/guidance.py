@@ -13,6 +13,11 @@ Attention supervision alone re-weights features the perception branch can still 
 does not remove a shortcut; :func:`counterexamples` does: it keeps what lies inside the boxes
 and takes everything outside from another image, so the region outside stops predicting the
 label.
+
+Shortcut marks (boxes over what the model wrongly used) work the other way round: the
+counterexample takes the marked region from another image and keeps the rest, and
+:func:`shortcut_penalty` asks the model neither to look there (attention) nor to depend on it
+(its input gradient, *right for the right reasons*, Ross et al. 2017).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from attnloop.masks import Box, box_mask
 
@@ -78,17 +84,42 @@ def guidance_loss(kind: str, attention: torch.Tensor, target: torch.Tensor, guid
 
 
 def counterexamples(
-    images: torch.Tensor, inside: torch.Tensor, guided: torch.Tensor, *, generator: torch.Generator
+    images: torch.Tensor, regions: torch.Tensor, selected: torch.Tensor, *, generator: torch.Generator, keep: str = "inside"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each guided image: inside its boxes the image, outside them the same region of another image.
+    """For each selected image, a copy whose pixels are partly another image's.
 
-    ``inside`` is N×H×W (1 inside the boxes). Returns the counterexamples and the indices of the
-    guided images they came from (so labels and targets can follow).
+    ``regions`` is N×H×W (1 inside an image's boxes). ``keep="inside"`` (evidence boxes): inside
+    its boxes the image, outside them the same region of another image; ``keep="outside"``
+    (shortcut marks): the marked regions from another image, the rest the image's own. Returns
+    the counterexamples and the indices of the images they came from (so labels and targets can follow).
     """
-    index = torch.nonzero(guided, as_tuple=False).flatten()
+    if keep not in ("inside", "outside"):
+        raise ValueError(f"keep is 'inside' or 'outside', got {keep!r}")
+    index = torch.nonzero(selected, as_tuple=False).flatten()
     if len(images) < 2 or index.numel() == 0:
         return images[:0], index[:0]
     shift = torch.randint(1, len(images), (index.numel(),), generator=generator)
     donors = (index + shift) % len(images)
-    keep = (inside[index] > 0).unsqueeze(1)
-    return torch.where(keep, images[index], images[donors]), index
+    own = (regions[index] > 0).unsqueeze(1)
+    if keep == "outside":
+        own = ~own
+    return torch.where(own, images[index], images[donors]), index
+
+
+def shortcut_penalty(
+    images: torch.Tensor, logits: torch.Tensor, attention: torch.Tensor, marks: torch.Tensor, marked: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How much the marked samples still use their shortcut marks, each averaged over them: the
+    mean squared input gradient of the log-probabilities inside the marks (*right for the right
+    reasons*; ``images`` must require grad) and the mean attention there. ``marks`` is N×H×W at
+    the input's resolution."""
+    if not marked.any():
+        zero = logits.sum() * 0.0
+        return zero, zero
+    (grad,) = torch.autograd.grad(F.log_softmax(logits[marked], dim=1).sum(), images, create_graph=True)
+    inside = marks[:, None].to(images.dtype)
+    area = inside.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    reliance = (grad.pow(2) * inside).sum(dim=(1, 2, 3)) / (area * images.shape[1])
+    cells = F.adaptive_avg_pool2d(inside, attention.shape[-2:])
+    looked = (attention * cells).sum(dim=(1, 2, 3)) / cells.sum(dim=(1, 2, 3)).clamp_min(1e-6)
+    return _per_sample_mean(reliance, marked), _per_sample_mean(looked, marked)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from attnloop.masks import box_mask
+
 Box = tuple[float, float, float, float]
 
 
 MAX_SHARE = 0.5  # a proposal covering more of the frame than this shows nothing an annotator can use
+SEEN = 0.5  # a simulated person sees the model looking at a region when its proposal covers this share of it
 TIGHTER = (0.75, 0.9)  # thresholds tried, in turn, when the region at the first covers too much
 
 
@@ -62,3 +65,19 @@ def _region_box(a: np.ndarray, cut: float, low: float) -> tuple[int, int, int, i
     best = max(range(1, count), key=lambda i: (stats[i, cv2.CC_STAT_AREA], mass[i]))
     x, y = int(stats[best, cv2.CC_STAT_LEFT]), int(stats[best, cv2.CC_STAT_TOP])
     return x, y, x + int(stats[best, cv2.CC_STAT_WIDTH]), y + int(stats[best, cv2.CC_STAT_HEIGHT])
+
+
+def covered(proposal: Box | None, region: np.ndarray) -> float:
+    """The share of ``region`` (a coverage mask, as :func:`attnloop.masks.box_mask` makes) that lies
+    inside the ``proposal`` box, both at the mask's resolution; 0 without a proposal or a region."""
+    total = float(np.sum(region))
+    if proposal is None or total <= 0:
+        return 0.0
+    inside = box_mask([proposal], image_size=region.shape, out_size=region.shape)
+    return float((region * inside).sum() / total)
+
+
+def sees(proposal: Box | None, region: np.ndarray, *, share: float = SEEN) -> bool:
+    """Whether a person looking at the model's proposal sees it on ``region``: the proposal covers at
+    least ``share`` of it. The simulated annotator marks a shortcut exactly then."""
+    return covered(proposal, region) >= share

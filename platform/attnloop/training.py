@@ -32,7 +32,7 @@ from attnloop import imaging
 from attnloop.card import ModelCard
 from attnloop.datasets import Annotation, Record, by_split, class_names, from_manifest_boxes, read_annotations, read_manifest
 from attnloop.evaluation import summarize
-from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, map_target
+from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, map_target, shortcut_penalty
 from attnloop.mining import area_prior, gate_floor, mining_loss
 from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
 from attnloop.models.abn import BRANCHES, GATES
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 GUIDANCE = ("none", *LOSSES)
 COUNTEREXAMPLES = ("none", "append", "replace")
+TRAINABLE = ("all", "head")  # head: only the perception classifier learns, on frozen features (in the manner of DFR)
 ORIGINAL_ABN = dict(gate="residual", branch="last", mining_weight=0.0)  # TrainConfig options of the original ABN
 ATTENTION_FORMS = {"faithful": {}, "original": ORIGINAL_ABN}  # the CLI's --attention
 
@@ -66,11 +67,14 @@ class TrainConfig:
     guidance: str = "outside"  # none | outside | match
     guidance_weight: float = 1.0  # λ
     counterexamples: str = "none"  # none | append | replace
-    guided_share: float = 0.0  # oversample guided images to this expected share of every batch where they are rarer
+    guided_share: float = 0.0  # oversample guided (and marked) images to this expected share of every batch where they are rarer
+    mark_weight: float = 1.0  # weight of the attention inside shortcut marks (images without marks: no effect)
+    reliance_weight: float = 1.0  # weight of the input gradient inside shortcut marks (right for the right reasons)
     margin: float = 0.0  # box widening, as a share of the box's side
     blur: float = 0.0  # Gaussian fall-off of targets, in attention cells
     init_weights: str | None = None  # local state dict (torchvision ResNet or attnloop)
     init_from: str | None = None  # checkpoint to fine-tune
+    trainable: str = "all"  # all | head (the perception classifier alone, features and BatchNorm frozen)
     threads: int | None = None
     device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:N
 
@@ -83,12 +87,18 @@ class TrainConfig:
             raise ValueError(
                 f"unknown counterexample mode {self.counterexamples!r}; valid names: {', '.join(COUNTEREXAMPLES)}"
             )
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"unknown trainable part {self.trainable!r}; valid names: {', '.join(TRAINABLE)}")
+        if self.trainable == "head" and not self.init_from:
+            raise ValueError("trainable='head' retrains the classifier of a trained model: give init_from")
         if self.gate not in GATES:
             raise ValueError(f"unknown gate {self.gate!r}; valid names: {', '.join(GATES)}")
         if self.branch is not None and self.branch not in BRANCHES:
             raise ValueError(f"unknown attention branch {self.branch!r}; valid names: {', '.join(BRANCHES)}")
         if not 0.0 < self.area_target < 1.0:
             raise ValueError(f"area_target is a share of the image in (0, 1), got {self.area_target}")
+        if min(self.mark_weight, self.reliance_weight) < 0:
+            raise ValueError(f"mark_weight and reliance_weight must be ≥ 0, got {self.mark_weight} and {self.reliance_weight}")
         if min(self.area_weight, self.mining_weight) < 0 or not 0.0 <= self.anneal <= 1.0:
             raise ValueError(
                 f"area_weight and mining_weight must be ≥ 0 and anneal in [0, 1]; got {self.area_weight}, "
@@ -110,12 +120,14 @@ class ImageSet:
     targets: torch.Tensor  # N×h×w attention targets (zeros where not guided)
     inside: torch.Tensor  # N×H×W 1 inside the boxes at input resolution (for counterexamples)
     guided: torch.Tensor  # N bool
+    marks: torch.Tensor  # N×H×W 1 inside shortcut marks at input resolution
+    marked: torch.Tensor  # N bool: the image has shortcut marks
     box_masks: np.ndarray  # N×h×w ground-truth box coverage (evaluation)
     confounder_masks: np.ndarray  # N×h×w
     quarantined: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
 
     def tensors(self) -> TensorDataset:
-        return TensorDataset(self.images, self.labels, self.targets, self.inside, self.guided)
+        return TensorDataset(self.images, self.labels, self.targets, self.inside, self.guided, self.marks, self.marked)
 
 
 def load_split(
@@ -130,7 +142,7 @@ def load_split(
 ) -> ImageSet:
     root, annotations = Path(root), annotations or {}
     index = {name: i for i, name in enumerate(card.class_names)}
-    kept, images, labels, targets, inside, guided, boxes, confounders, bad = [], [], [], [], [], [], [], [], []
+    kept, images, labels, targets, inside, guided, marks, boxes, confounders, bad = [], [], [], [], [], [], [], [], [], []
     for record in tqdm(records, desc="loading", disable=not progress, leave=False):
         try:
             raw = imaging.decode((root / record.image).read_bytes(), name=record.image)
@@ -160,6 +172,8 @@ def load_split(
         targets.append(target)
         inside.append(hit)
         guided.append(note is not None and (bool(note.boxes) or note.attention_map is not None))  # a class correction alone guides nothing
+        shortcut = note.shortcut_boxes if note is not None else []
+        marks.append(box_mask(shortcut, image_size=size, out_size=card.input_size) if shortcut else np.zeros(card.input_size, np.float32))
         boxes.append(box_mask(record.boxes, image_size=size, out_size=card.attention_size))
         confounders.append(box_mask(record.confounder_boxes, image_size=size, out_size=card.attention_size))
     h, w = card.attention_size
@@ -170,6 +184,8 @@ def load_split(
         targets=torch.from_numpy(np.stack(targets)) if targets else torch.zeros(0, h, w),
         inside=torch.from_numpy(np.stack(inside).astype(np.float32)) if inside else torch.zeros(0, *card.input_size),
         guided=torch.tensor(guided, dtype=torch.bool),
+        marks=torch.from_numpy(np.stack(marks)) if marks else torch.zeros(0, *card.input_size),
+        marked=torch.tensor([bool(m.any()) for m in marks], dtype=torch.bool),
         box_masks=np.stack(boxes) if boxes else np.zeros((0, h, w), np.float32),
         confounder_masks=np.stack(confounders) if confounders else np.zeros((0, h, w), np.float32),
         quarantined=bad,
@@ -343,6 +359,7 @@ def train(
         history = fit(model, sets["train"], config, progress=progress)
         metrics = evaluate(model, card, sets)
         metrics["guided_images"] = int(sets["train"].guided.sum())
+        metrics["marked_images"] = int(sets["train"].marked.sum())
         metrics["device"] = device.type
         return TrainResult(model.cpu().eval(), card, metrics, history, sets)
     finally:
@@ -353,17 +370,22 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
     """The training loop (on the model's device); returns one record of mean losses and accuracy per epoch."""
     device = _device_of(model)
     generator = torch.Generator().manual_seed(config.seed)
-    n, n_guided = len(data.labels), int(data.guided.sum())
+    corrected = data.guided | data.marked
+    n, n_guided = len(data.labels), int(corrected.sum())
     drop_last = n > config.batch_size
     if 0 < n_guided < config.guided_share * n:
-        # A few boxed images among many: draw them (with replacement) as ``guided_share`` of each batch.
+        # A few boxed (or marked) images among many: draw them (with replacement) as ``guided_share`` of each batch.
         share = config.guided_share
-        weights = torch.where(data.guided, share / n_guided, (1 - share) / (n - n_guided)).double()
+        weights = torch.where(corrected, share / n_guided, (1 - share) / (n - n_guided)).double()
         sampler = WeightedRandomSampler(weights, num_samples=n, replacement=True, generator=generator)
         loader = DataLoader(data.tensors(), batch_size=config.batch_size, sampler=sampler, drop_last=drop_last)
     else:
         loader = DataLoader(data.tensors(), batch_size=config.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head_only = config.trainable == "head"
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(not head_only or name.startswith("fc."))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     history = []
@@ -374,18 +396,26 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
     bar = tqdm(total=steps, desc="training", disable=not progress, unit="batch")
     step = 0
     for epoch in range(config.epochs):
-        model.train()
-        sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "area": 0.0, "mining": 0.0, "correct": 0, "seen": 0}
-        for images, labels, targets, inside, guided in loader:
-            if config.counterexamples != "none" and guided.any():
-                extra, source = counterexamples(images, inside, guided, generator=generator)
-                if config.counterexamples == "replace":
-                    images = images.clone()
-                    images[source] = extra
-                else:
-                    images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
-                    targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
-            images, labels, targets, guided = (t.to(device, non_blocking=True) for t in (images, labels, targets, guided))
+        model.train(not head_only)  # frozen features keep their BatchNorm statistics
+        sums = {"loss": 0.0, "ce": 0.0, "attention_ce": 0.0, "guidance": 0.0, "area": 0.0, "mining": 0.0, "marks": 0.0, "correct": 0, "seen": 0}
+        for images, labels, targets, inside, guided, marks, marked in loader:
+            if config.counterexamples != "none":
+                for regions, selected, keep in ((inside, guided, "inside"), (marks, marked, "outside")):
+                    if not selected.any():
+                        continue
+                    extra, source = counterexamples(images, regions, selected, generator=generator, keep=keep)
+                    if config.counterexamples == "replace":
+                        images = images.clone()
+                        images[source] = extra
+                    else:
+                        images, labels = torch.cat([images, extra]), torch.cat([labels, labels[source]])
+                        targets, guided = torch.cat([targets, targets[source]]), torch.cat([guided, guided[source]])
+                        marks, marked = torch.cat([marks, marks[source]]), torch.cat([marked, marked[source]])
+            images, labels, targets, guided, marks, marked = (
+                t.to(device, non_blocking=True) for t in (images, labels, targets, guided, marks, marked)
+            )
+            penalize = bool(marked.any()) and (config.mark_weight > 0 or config.reliance_weight > 0)
+            images.requires_grad_(penalize)  # the input gradient inside the marks
             if gated:
                 model.floor = gate_floor(step, steps, anneal=anneal)
             out = model(images)
@@ -396,19 +426,26 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
             if config.guidance != "none" and guided.any():
                 guide = guidance_loss(config.guidance, out.attention, targets, guided)
                 loss = loss + config.guidance_weight * guide
-            if gated and config.area_weight > 0:
+            if gated and config.area_weight > 0 and not head_only:
                 area = area_prior(out.attention, area_target)
                 loss = loss + config.area_weight * area
-            if config.mining_weight > 0:
-                mining = mining_loss(model, images, out.attention, labels)
+            if config.mining_weight > 0 and not head_only:
+                mining = mining_loss(model, images.detach(), out.attention, labels)
                 loss = loss + config.mining_weight * mining
+            marked_loss = torch.zeros(())
+            if penalize:
+                reliant, looked = shortcut_penalty(images, out.logits, out.attention, marks, marked)
+                marked_loss = config.reliance_weight * reliant + config.mark_weight * looked
+                loss = loss + marked_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             n = len(labels)
             step += 1
-            for key, value in (("loss", loss), ("ce", ce), ("attention_ce", attention_ce), ("guidance", guide), ("area", area), ("mining", mining)):
+            for key, value in (
+                ("loss", loss), ("ce", ce), ("attention_ce", attention_ce), ("guidance", guide), ("area", area), ("mining", mining), ("marks", marked_loss),
+            ):
                 sums[key] += float(value.detach()) * n
             sums["correct"] += int((out.logits.argmax(1) == labels).sum())
             sums["seen"] += n
@@ -420,6 +457,8 @@ def fit(model: nn.Module, data: ImageSet, config: TrainConfig, *, progress: bool
     bar.close()
     if gated:
         model.floor = 0.0
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
     return history
 
 

@@ -1,31 +1,49 @@
 """``attnloop bench strategies``: which selection strategy buys the largest gain per correction.
 
-Protocol, per seed: train an initial model without boxes (it learns the shortcut); score the
-training set (the pool) once; for each strategy and budget b, select b images, let a simulated
-annotator return their true boxes, fine-tune the initial model with box guidance on them, and
-evaluate on the clean test split. Budget 0 is the initial model; ``all`` boxes every training
-image (the ceiling the strategies are measured against).
+Protocol, per seed: train an initial model without boxes (it learns the shortcut) and score the
+pool once. The pool is the initial model's own training set (``pool="train"``), or a share of the
+training split held out from the initial training (``pool="heldout"``, as the stream is in
+production: class labels known, boxes not; every retraining then sees the pool's labels). For each
+strategy and budget b (a count, or a share of the pool: ``2%``), select b images, let a simulated
+annotator return their true evidence boxes and class — and, with ``marks``, mark the shortcut
+(the record's confounder box) where it sees the model looking at it (the attention proposal
+covers at least half of the box, :func:`attnloop.proposals.sees`) — optionally propagate the
+marks over the pool (:mod:`attnloop.propagation`: ``auto`` applies every match as weak
+supervision, ``confirm`` only those the annotator accepts, one click each), retrain, and measure
+the clean test split. Budget 0 is the initial model (with ``pool="heldout"``: the model retrained
+on the pool's labels without boxes); ``all`` boxes every pool image (the ceiling).
+
+Retraining (``retrain``): ``finetune`` the initial model, train anew (``scratch``), or retrain its
+perception classifier alone on frozen features (``head``, in the manner of DFR); the recipe is the
+platform's (:data:`attnloop.recipe.RECIPE`) unless ``retrain_options`` say otherwise. Retraining
+is deterministic given what the annotator returned, so strategies that pick the same images share
+one. Figures: :mod:`attnloop.apps.bench_report`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import statistics
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from attnloop.datasets import Annotation, by_split, read_manifest
+from attnloop import imaging
+from attnloop.apps.bench_report import ALL, log_to_mlflow, merge, report, summarize, write
+from attnloop.datasets import Annotation, Record, by_split, read_manifest
 from attnloop.evaluation import confusion_matrix
 from attnloop.priority.strategies import Context, Pool, select
+from attnloop.proposals import attention_box, sees
 from attnloop.recipe import RECIPE
 from attnloop.training import ImageSet, TrainConfig, load_split, predict, save_run, train
 
-ALL = "all"
+__all__ = ["ALL", "PROFILES", "log_to_mlflow", "merge", "parse_budgets", "report", "run", "summarize", "write"]
+
+POOLS = ("train", "heldout")
+PROPAGATION = ("none", "auto", "confirm")
+RETRAIN = ("finetune", "scratch", "head")
 
 
 @dataclass(frozen=True)
@@ -49,11 +67,19 @@ PROFILES = {
         30,
         10,
     ),
+    # the issue-18 protocol: a held-out pool, budgets as shares of it, coverage and error-set strategies
+    "pool": Profile(
+        ("random", "margin", "coverage", "jtt", "hybrid"),
+        (0, "0.5%", "1%", "2%", "5%", ALL),
+        3,
+        30,
+        10,
+    ),
 }
 
 
-
 def parse_budgets(text: str) -> tuple[int | str, ...]:
+    """``0,10,2%,all``: counts, shares of the pool (a number and ``%``) and ``all``."""
     out: list[int | str] = []
     for part in text.split(","):
         part = part.strip()
@@ -61,9 +87,27 @@ def parse_budgets(text: str) -> tuple[int | str, ...]:
             out.append(ALL)
         elif part.isdigit():
             out.append(int(part))
+        elif part.endswith("%") and _is_share(part[:-1]):
+            out.append(part)
         else:
-            raise ValueError(f"budgets are non-negative integers or 'all', got {part!r}")
+            raise ValueError(f"budgets are non-negative integers, shares of the pool such as 2% or 'all'; got {part!r}")
     return tuple(out)
+
+
+def _is_share(text: str) -> bool:
+    try:
+        return 0.0 < float(text) <= 100.0
+    except ValueError:
+        return False
+
+
+def corrections(budget: int | str, pool_size: int) -> int:
+    """How many images a budget buys in a pool of ``pool_size`` (a share: at least one)."""
+    if budget == ALL:
+        return pool_size
+    if isinstance(budget, str):
+        return max(1, round(float(budget[:-1]) / 100.0 * pool_size))
+    return int(budget)
 
 
 def _pool(model, data: ImageSet) -> Pool:
@@ -85,6 +129,29 @@ def _object_fraction(data: ImageSet) -> float:
     return float(np.median(areas)) if areas else 0.05
 
 
+@dataclass
+class Scored:
+    """The pool as one model scored it: the pool and the decoded set it came from (same order)."""
+
+    pool: Pool
+    data: ImageSet
+
+    def seen_shortcuts(self, image: str) -> bool:
+        """Whether a person sees this model looking at the image's confounder: its attention proposal covers half of it."""
+        i = self.pool.ids.index(image)
+        attention, region = self.pool.attention[i], self.data.confounder_masks[i]
+        return bool(region.any()) and sees(attention_box(attention, attention.shape), region)
+
+
+def _split_pool(train_records: list[Record], share: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(initial training records, pool records): ``share`` of the training split held out, by seed."""
+    rng = np.random.default_rng([seed, 18])
+    order = rng.permutation(len(train_records))
+    cut = int(round(share * len(train_records)))
+    held = {int(i) for i in order[:cut]}
+    return [r for i, r in enumerate(train_records) if i not in held], [r for i, r in enumerate(train_records) if i in held]
+
+
 def run(
     root: str | Path,
     *,
@@ -94,226 +161,164 @@ def run(
     initial_epochs: int,
     retrain_epochs: int,
     arch: str = "abn_cifar",
-    finetune: bool = True,
+    retrain: str = "finetune",
     replay: bool = True,
     retrain_options: dict | None = None,
     rounds: int = 1,
     first_seed: int = 0,
     device: str = "auto",
+    pool: str = "train",
+    pool_share: float = 0.5,
+    marks: bool = False,
+    propagation: str = "none",
+    threshold: float | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Rows of ``{strategy, budget, seed, accuracy, attention_in_box, wrong_reason, confounder_reliance}``.
+    """Rows of ``{strategy, budget, seed, corrections, accuracy, attention_in_box, wrong_reason,
+    confounder_reliance, marks, propagated, propagation_precision, propagation_recall,
+    retrain_seconds}`` (see the module for the protocol). With ``rounds`` > 1 a budget is spent in
+    that many rounds, each scoring the pool with the model retrained in the round before. Seeds
+    ``first_seed … first_seed + seeds - 1`` run here; parts run apart are joined with :func:`merge`."""
+    from attnloop.propagation import THRESHOLD
 
-    Retraining fine-tunes the initial model (``finetune``) or starts from scratch, on the whole
-    labeled training set with the new boxes (``replay``) or on the boxed images alone, with
-    ``retrain_options`` (guidance loss, λ, counterexamples; default: the platform's recipe, :data:`attnloop.recipe.RECIPE`). With
-    ``rounds`` > 1 a budget is spent in that many rounds, each scoring the pool with the model
-    retrained in the round before (the iterative mode). Seeds ``first_seed … first_seed + seeds - 1``
-    run here; parts run apart (other processes or machines) are joined with :func:`merge`.
-    """
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
+    for name, value, valid in (("pool", pool, POOLS), ("propagation", propagation, PROPAGATION), ("retrain", retrain, RETRAIN)):
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; valid names: {', '.join(valid)}")
+    if propagation != "none" and not marks:
+        raise ValueError("propagation spreads the annotator's shortcut marks: it needs marks")
+    if not 0.0 < pool_share < 1.0:
+        raise ValueError(f"pool_share is the share of the training split held out, in (0, 1); got {pool_share}")
     root = Path(root)
     records = read_manifest(root)
-    splits = by_split(records)
-    train_records = splits["train"]
+    train_records = by_split(records)["train"]
+    truth = {r.image: r for r in train_records}
+    raw: dict[str, np.ndarray] = {}  # decoded pool images, for propagation
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(first_seed, first_seed + seeds):
+            if pool == "heldout":
+                initial_records, pool_records = _split_pool(train_records, pool_share, seed)
+                kept = {r.image for r in initial_records}
+                used_initially = [r for r in records if r.split != "train" or r.image in kept]
+            else:
+                pool_records, used_initially = train_records, records
             initial_config = TrainConfig(arch=arch, epochs=initial_epochs, seed=seed, guidance="none", device=device)
-            initial = train(root, initial_config, records=records, progress=False)
+            initial = train(root, initial_config, records=used_initially, progress=False)
             run_dir = save_run(Path(tmp) / f"initial-{seed}", initial, initial_config, data="bench")
-            train_set = initial.sets["train"]
-            pool = _pool(initial.model, train_set)
-            context = Context(object_fraction=_object_fraction(train_set), seed=seed)
+            pool_set = initial.sets["train"] if pool == "train" else load_split(pool_records, root, initial.card)
+            first = Scored(_pool(initial.model, pool_set), pool_set)
+            context = Context(object_fraction=_object_fraction(pool_set), seed=seed)
             if "val" in initial.sets:
                 val = _pool(initial.model, initial.sets["val"])
                 context.confusion = confusion_matrix(val.labels, val.probabilities.argmax(axis=1), initial.card.num_classes)
-            truth = {r.image: r for r in train_records}
-            retrain = TrainConfig(
-                arch=arch, epochs=retrain_epochs, seed=seed, init_from=str(run_dir) if finetune else None, device=device,
-                **(retrain_options or RECIPE.options()),
+            if propagation != "none" and not raw:
+                raw.update({r.image: imaging.decode((root / r.image).read_bytes(), name=r.image) for r in train_records})
+            retrain_config = TrainConfig(
+                arch=arch, epochs=retrain_epochs, seed=seed,
+                init_from=None if retrain == "scratch" else str(run_dir), trainable="head" if retrain == "head" else "all",
+                device=device, **(retrain_options or RECIPE.options()),
             )
+            retrained: dict[frozenset, tuple[object, float]] = {}
 
-            retrained: dict[frozenset, object] = {}
-
-            def retrain_with(chosen: Sequence[str]):
-                """Retraining is deterministic given the boxed set, so strategies that pick the same images share it."""
-                annotations = {i: Annotation(list(truth[i].boxes), label=truth[i].label) for i in chosen if truth[i].boxes}
-                if not annotations:
-                    return initial
-                key = frozenset(annotations)
+            def retrain_with(annotations: dict[str, Annotation]):
+                """The model retrained on ``annotations`` (shared by every strategy that gets the same), and its wall time."""
+                if not annotations and pool == "train":
+                    return initial, 0.0
+                key = frozenset((image, repr(note)) for image, note in annotations.items())
                 if key not in retrained:
                     used = records if replay else [r for r in records if r.split != "train" or r.image in annotations]
-                    retrained[key] = train(root, retrain, annotations=annotations, records=used, progress=False)
+                    started = time.perf_counter()
+                    model = train(root, retrain_config, annotations=annotations, records=used, progress=False)
+                    retrained[key] = (model, time.perf_counter() - started)
                 return retrained[key]
 
-            def select_and_retrain(strategy: str, budget: int) -> dict:
+            def annotate(chosen: Sequence[str], scored: dict[str, Scored]) -> tuple[dict[str, Annotation], dict]:
+                """What the simulated annotator returns for ``chosen`` (each judged on the model that scored it), propagated."""
+                notes = {}
+                for image in chosen:
+                    record = truth[image]
+                    shortcut = [list(b) for b in record.confounder_boxes] if marks and scored[image].seen_shortcuts(image) else []
+                    if record.boxes or shortcut:
+                        notes[image] = Annotation(list(record.boxes), label=record.label, shortcut_boxes=shortcut)
+                stats = {"marks": sum(bool(n.shortcut_boxes) for n in notes.values()), "propagated": 0}
+                if propagation != "none":
+                    stats.update(_propagate(notes, pool_records, raw, truth, threshold=THRESHOLD if threshold is None else threshold, mode=propagation))
+                return notes, stats
+
+            def select_and_retrain(strategy: str, budget: int) -> tuple[dict, dict, float]:
                 """``rounds`` × (score with the latest model → select → annotate → retrain from the initial one)."""
                 chosen: list[str] = []
-                latest, scored = initial, pool
+                judged: dict[str, Scored] = {}
+                latest, seconds, scored = initial, 0.0, first
+                notes, stats = {}, {"marks": 0, "propagated": 0}
                 for step in (len(part) for part in np.array_split(np.arange(budget), rounds)):
                     if step == 0:
                         continue
                     if latest is not initial:  # a model trained anew may normalize differently
-                        data = train_set if latest.card == initial.card else load_split(train_records, root, latest.card)
-                        scored = _pool(latest.model, data)
-                    chosen += select(scored, step, ranking=strategy, context=replace(context, exclude=set(chosen)))
-                    latest = retrain_with(chosen)
-                return latest.metrics["splits"]["test"]
+                        data = pool_set if latest.card == initial.card else load_split(pool_records, root, latest.card)
+                        scored = Scored(_pool(latest.model, data), data)
+                    picked = select(scored.pool, step, ranking=strategy, context=replace(context, exclude=set(chosen)))
+                    judged.update({image: scored for image in picked})
+                    chosen += picked
+                    notes, stats = annotate(chosen, judged)
+                    latest, seconds = retrain_with(notes)
+                return latest.metrics["splits"]["test"], stats, seconds
 
-            fixed = {0: initial.metrics["splits"]["test"]} if 0 in budgets else {}
+            fixed: dict = {}
+            if 0 in budgets:
+                model, seconds = retrain_with({})
+                fixed[0] = (model.metrics["splits"]["test"], {"marks": 0, "propagated": 0}, seconds)
             if ALL in budgets:
-                fixed[ALL] = retrain_with(list(truth)).metrics["splits"]["test"]
+                notes, stats = annotate([r.image for r in pool_records], {r.image: first for r in pool_records})
+                model, seconds = retrain_with(notes)
+                fixed[ALL] = (model.metrics["splits"]["test"], stats, seconds)
             for budget in budgets:
+                count = corrections(budget, len(pool_records))
                 for strategy in strategies:
-                    if budget in fixed:
-                        test = fixed[budget]
-                    else:
-                        test = select_and_retrain(strategy, int(budget))
+                    test, stats, seconds = fixed[budget] if budget in fixed else select_and_retrain(strategy, count)
                     rows.append(
                         {
                             "strategy": strategy,
                             "budget": budget,
                             "seed": seed,
+                            "corrections": count,
+                            "pool": len(pool_records),
                             "accuracy": test["accuracy"],
                             "attention_in_box": test.get("attention_in_box"),
                             "wrong_reason": test.get("wrong_reason"),
                             "confounder_reliance": test.get("confounder_reliance"),
+                            "marks": stats["marks"],
+                            "propagated": stats["propagated"],
+                            "propagation_precision": stats.get("precision"),
+                            "propagation_recall": stats.get("recall"),
+                            "retrain_seconds": round(seconds, 2),
                         }
                     )
                     if progress:
-                        print(f"seed {seed} budget {budget!s:>4} {strategy:22} accuracy {test['accuracy']:.3f}", flush=True)
+                        print(f"seed {seed} budget {budget!s:>4} ({count}) {strategy:22} accuracy {test['accuracy']:.3f}", flush=True)
     return rows
 
 
-def _mean(rows: list[dict], key: str) -> float:
-    return statistics.mean(r[key] for r in rows)
+def _propagate(
+    notes: dict[str, Annotation], pool: list[Record], raw: dict, truth: dict[str, Record], *, threshold: float, mode: str
+) -> dict:
+    """Spread the marks in ``notes`` over the pool (in place): ``auto`` adds every match as a
+    shortcut mark, ``confirm`` only the matches on a true confounder (the annotator rejects the
+    rest). Returns the counts and the matches' precision and recall against the confounder boxes."""
+    from attnloop.propagation import Mark, agreement, iou, propagate
 
-
-def summarize(rows: list[dict]) -> dict:
-    """Per strategy: mean ± std per budget, budget to reach 90 % of the all-boxes gain, area under the curve."""
-    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
-    budgets = list(dict.fromkeys(r["budget"] for r in rows))
-    numeric = sorted(b for b in budgets if b != ALL)
-    base = _mean([r for r in rows if r["budget"] == 0], "accuracy") if 0 in budgets else None
-    ceiling = _mean([r for r in rows if r["budget"] == ALL], "accuracy") if ALL in budgets else None
-    out: dict = {"budgets": budgets, "baseline": base, "ceiling": ceiling, "strategies": {}}
-    for strategy in strategies:
-        cells = {}
-        for budget in budgets:
-            values = [r["accuracy"] for r in rows if r["strategy"] == strategy and r["budget"] == budget]
-            cells[str(budget)] = (statistics.mean(values), statistics.pstdev(values))
-        reach = None
-        if base is not None and ceiling is not None and ceiling > base:
-            target = base + 0.9 * (ceiling - base)
-            reach = next((b for b in numeric if cells[str(b)][0] >= target), None)
-        auc = None
-        if len(numeric) > 1:
-            xs = np.array(numeric, float) / max(numeric)
-            ys = np.array([cells[str(b)][0] for b in numeric])
-            auc = float(np.sum((ys[1:] + ys[:-1]) / 2 * np.diff(xs)))
-        out["strategies"][strategy] = {"cells": cells, "budget_for_90pct_gain": reach, "auc": auc}
-    return out
-
-
-def report(summary: dict, *, command: str) -> str:
-    budgets = summary["budgets"]
-    lines = [
-        "# Strategy benchmark",
-        "",
-        f"Command: `{command}`",
-        "",
-        "Clean-test accuracy, mean ± std over seeds. *90 % gain*: the smallest budget whose mean accuracy reaches the "
-        "budget-0 accuracy plus 90 % of the gain of boxes on every training image. *AUC*: area under the accuracy-budget "
-        "curve over numeric budgets, budget axis scaled to [0, 1].",
-        "",
-        "| strategy | " + " | ".join(str(b) for b in budgets) + " | 90 % gain | AUC |",
-        "|---|" + "---|" * (len(budgets) + 2),
-    ]
-    for strategy, s in summary["strategies"].items():
-        cells = " | ".join(f"{m:.3f} ± {sd:.3f}" for m, sd in (s["cells"][str(b)] for b in budgets))
-        reach = "not reached" if s["budget_for_90pct_gain"] is None else str(s["budget_for_90pct_gain"])
-        auc = "—" if s["auc"] is None else f"{s['auc']:.3f}"
-        lines.append(f"| {strategy} | {cells} | {reach} | {auc} |")
-    return "\n".join(lines + ["", "![accuracy by budget](curves.png)", ""])
-
-
-def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    numeric = [b for b in summary["budgets"] if b != ALL]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, s in summary["strategies"].items():
-        means = [s["cells"][str(b)][0] for b in numeric]
-        stds = [s["cells"][str(b)][1] for b in numeric]
-        ax.errorbar(numeric, means, yerr=stds, marker="o", capsize=3, label=strategy)
-    if summary["ceiling"] is not None:
-        ax.axhline(summary["ceiling"], color="black", linestyle="--", linewidth=1, label="all boxes")
-    ax.set_xlabel("corrections (boxed images)")
-    ax.set_ylabel("clean test accuracy")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write(out: str | Path, rows: list[dict], *, command: str) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
-    summary = summarize(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "report.md").write_text(report(summary, command=command))
-    plot(summary, out / "curves.png")
-    return summary
-
-
-def merge(parts: Sequence[str | Path], out: str | Path) -> dict:
-    """Join benchmark outputs run apart (e.g. one seed each, ``--first-seed``) into one ``out``.
-
-    The parts must have run the same strategies and budgets on distinct seeds; the report names
-    each part's command.
-    """
-    rows: list[dict] = []
-    commands: list[str] = []
-    for part in map(Path, parts):
-        results = part / "results.json"
-        if not results.is_file():
-            raise FileNotFoundError(f"{part} holds no results.json")
-        rows += json.loads(results.read_text())
-        match = re.search(r"^Command: `(.+)`$", (part / "report.md").read_text(), flags=re.M) if (part / "report.md").is_file() else None
-        commands.append(match.group(1) if match else str(part))
-    cells = [(r["strategy"], r["budget"], r["seed"]) for r in rows]
-    if len(cells) != len(set(cells)):
-        raise ValueError("the parts overlap: a (strategy, budget, seed) appears twice; give each part its own seeds")
-    grid = {(r["strategy"], r["budget"]) for r in rows}
-    for seed in {r["seed"] for r in rows}:
-        if {(r["strategy"], r["budget"]) for r in rows if r["seed"] == seed} != grid:
-            raise ValueError(f"seed {seed} did not run every strategy and budget the other parts ran")
-    return write(out, rows, command="` + `".join(commands))
-
-
-def log_to_mlflow(tracking_uri: str, out: str | Path, summary: dict, params: dict) -> str:
-    """Log one benchmark as an MLflow run (params, per-strategy AUC and 90 %-gain budget, the output files)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("attnloop-bench-strategies")
-    with mlflow.start_run(run_name="bench strategies") as run:
-        mlflow.log_params({k: str(v) for k, v in params.items()})
-        metrics = {}
-        for strategy, s in summary["strategies"].items():
-            if s["auc"] is not None:
-                metrics[f"auc.{strategy}"] = s["auc"]
-            if s["budget_for_90pct_gain"] is not None:
-                metrics[f"budget_for_90pct_gain.{strategy}"] = float(s["budget_for_90pct_gain"])
-        for key in ("baseline", "ceiling"):
-            if summary[key] is not None:
-                metrics[f"accuracy.{key}"] = summary[key]
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(str(out))
-        return run.info.run_id
+    marked = [Mark(image, box) for image, note in notes.items() for box in note.shortcut_boxes]
+    if not marked:
+        return {"propagated": 0, "precision": None, "recall": None}
+    images = {r.image: raw[r.image] for r in pool}
+    matches = propagate(marked, images, threshold=threshold, exclude=notes)
+    quality = agreement(matches, {r.image: r.confounder_boxes for r in pool if r.image not in notes})
+    applied = 0
+    for match in matches:
+        if mode == "confirm" and not any(iou(match.box, t) >= 0.5 for t in truth[match.image].confounder_boxes):
+            continue
+        notes[match.image] = Annotation(shortcut_boxes=[list(match.box)])
+        applied += 1
+    return {"propagated": applied, "confirmations": len(matches) if mode == "confirm" else 0, **{k: quality[k] for k in ("precision", "recall")}}

@@ -1,7 +1,9 @@
 """The annotation format: the human input training reads, one JSON object per annotated image.
 
 ``{"image": "<path as in the manifest, or an object key>", "boxes": [[x0, y0, x1, y1], ...],
-"label": "<corrected class>" (optional), "attention_map": "<path to an edited map>" (optional)}``
+"label": "<corrected class>" (optional), "shortcut_boxes": [[x0, y0, x1, y1], ...] (optional:
+what the model wrongly used), "attention_map": "<path to an edited map>" (optional)}``; pixel
+boxes, x1/y1 exclusive. Sets written before shortcut marks existed read with none.
 
 :func:`parse_annotation` reads one such object wherever one is read: a JSONL a person wrote
 (:func:`read_annotations`) and the entries of a harvested annotation set
@@ -19,18 +21,21 @@ from attnloop.datasets.manifest import Record, _boxes
 
 @dataclass(frozen=True)
 class Annotation:
-    boxes: list[list[float]] = field(default_factory=list)
+    boxes: list[list[float]] = field(default_factory=list)  # the evidence
     label: str | None = None
     attention_map: str | None = None
+    shortcut_boxes: list[list[float]] = field(default_factory=list)  # what the model wrongly used (shortcut marks)
 
 
 def parse_annotation(data: dict, where: str) -> tuple[str, Annotation]:
     """One annotation object: its image and what training reads of it."""
     if not isinstance(data, dict) or "image" not in data:
         raise ValueError(f"{where}: an annotation needs an 'image'")
-    annotation = Annotation(_boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"))
-    if not annotation.boxes and annotation.attention_map is None and not annotation.label:
-        raise ValueError(f"{where}: an annotation needs boxes, an attention_map or a label (a class correction)")
+    annotation = Annotation(
+        _boxes(data.get("boxes", []), where), data.get("label"), data.get("attention_map"), _boxes(data.get("shortcut_boxes") or [], where)
+    )
+    if not annotation.boxes and not annotation.shortcut_boxes and annotation.attention_map is None and not annotation.label:
+        raise ValueError(f"{where}: an annotation needs boxes, shortcut_boxes, an attention_map or a label (a class correction)")
     return data["image"], annotation
 
 

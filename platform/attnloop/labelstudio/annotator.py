@@ -17,7 +17,18 @@ import numpy as np
 from attnloop.datasets.manifest import Record, parse_record
 from attnloop.labelstudio.project import OPEN, iter_tasks, project_classes
 from attnloop.labelstudio.push import project_id
-from attnloop.labelstudio.results import NO_OBJECT, choices_result, clip_box, has_area, rectangle_result
+from attnloop.labelstudio.results import (
+    NO_OBJECT,
+    SHORTCUT,
+    SHORTCUT_LABEL,
+    choices_result,
+    clip_box,
+    has_area,
+    percent_to_pixels,
+    rectangle_result,
+)
+from attnloop.masks import box_mask
+from attnloop.proposals import sees
 from attnloop.storage import Store
 
 
@@ -38,15 +49,20 @@ def simulate_annotator(
     skip_rate: float = 0.0,
     seed: int = 0,
     limit: int | None = None,
+    mark_shortcuts: bool = True,
 ) -> dict[str, int]:
     """Annotate every open task (up to ``limit``) whose object key has a ground-truth record.
+
+    Shortcut marks (``mark_shortcuts``): the annotator marks a record's confounder box, as
+    "model used this", where it sees the model looking at it: the task's pre-annotated attention
+    proposal covers at least half of the box (:func:`attnloop.proposals.sees`).
 
     Noise: each box edge moves by a normal draw with ``box_jitter`` × the box's width/height as
     standard deviation; each box is left out with ``miss_rate`` (no box at all: the annotator
     flags 'no relevant object'); the class is another one with ``wrong_class_rate``; the task is
     skipped with ``skip_rate``. Draws are seeded by (seed, task id), so runs repeat exactly.
 
-    Returns counts: annotated, skipped, boxes, missed_boxes, wrong_class, no_truth.
+    Returns counts: annotated, skipped, boxes, missed_boxes, wrong_class, shortcut_marks, no_truth.
     """
     for name, value in (("miss_rate", miss_rate), ("wrong_class_rate", wrong_class_rate), ("skip_rate", skip_rate)):
         _rate(name, value)
@@ -55,8 +71,9 @@ def simulate_annotator(
     pid = project_id(project)
     classes = project_classes(ls.projects.get(id=pid))
     # list first: annotating moves tasks out of the "open" filter, which would shift later pages
-    tasks = list(iter_tasks(ls, pid, filters=OPEN, include="id,data", page_size=1000))
-    counts = Counter({k: 0 for k in ("annotated", "skipped", "boxes", "missed_boxes", "wrong_class", "no_truth")})
+    listing = {"fields": "all"} if mark_shortcuts else {"include": "id,data"}  # marking reads the tasks' predictions
+    tasks = list(iter_tasks(ls, pid, filters=OPEN, page_size=1000, **listing))
+    counts = Counter({k: 0 for k in ("annotated", "skipped", "boxes", "missed_boxes", "wrong_class", "shortcut_marks", "no_truth")})
     for task in tasks:
         if limit is not None and counts["annotated"] + counts["skipped"] >= limit:
             break
@@ -86,11 +103,37 @@ def simulate_annotator(
                 continue
             result.append(rectangle_result(drawn, label, width, height))
             counts["boxes"] += 1
+        if mark_shortcuts:
+            for box in _seen_shortcuts(task, record, width, height):
+                result.append(rectangle_result(box, SHORTCUT_LABEL, width, height, from_name=SHORTCUT))
+                counts["shortcut_marks"] += 1
         if not record.boxes:  # nothing to box (e.g. an "ok" board): the class alone is the correction
             result.append(choices_result([NO_OBJECT], from_name="flag"))
         ls.annotations.create(id=task.id, result=result, lead_time=float(rng.uniform(2, 20)))
         counts["annotated"] += 1
     return dict(counts)
+
+
+def _seen_shortcuts(task: Any, record: Record, width: int, height: int) -> list[list[float]]:
+    """The record's confounder boxes that the task's pre-annotated attention proposal shows the model looking at."""
+    if not record.confounder_boxes:
+        return []
+    proposals = [
+        percent_to_pixels(item["value"], width, height)
+        for prediction in getattr(task, "predictions", None) or []
+        for item in (_as_dict(prediction).get("result") or [])
+        if isinstance(item, dict) and item.get("type") == "rectanglelabels" and isinstance(item.get("value"), dict)
+    ]
+    return [
+        list(box) for box in record.confounder_boxes
+        if any(sees(p, box_mask([box], image_size=(height, width), out_size=(height, width))) for p in proposals)
+    ]
+
+
+def _as_dict(value: Any) -> dict:
+    if isinstance(value, dict):
+        return value
+    return value.model_dump() if hasattr(value, "model_dump") else {}
 
 
 def _jitter(box, share: float, rng: np.random.Generator, width: int, height: int) -> list[float] | None:

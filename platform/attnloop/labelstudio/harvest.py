@@ -89,7 +89,8 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
             labels = {label for box_labels in _box_labels(annotation.get("result")) for label in box_labels if label in classes}
             correction.label = labels.pop() if len(labels) == 1 else None
         class_only = NO_OBJECT in correction.flags and correction.label is not None
-        if not correction.boxes and not class_only:
+        marked = bool(correction.shortcut_boxes) and correction.label is not None  # what the model used, and the class
+        if not correction.boxes and not class_only and not marked:
             # no box, and not a "nothing to box here" answer: a box that was meant but is unusable or missing
             reason = (
                 f"flagged '{NO_OBJECT}' without a class"
@@ -104,6 +105,7 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
             image=image,
             boxes=correction.boxes,
             label=correction.label,
+            shortcut_boxes=correction.shortcut_boxes,
             hash=data.get("hash"),
             predicted=data.get("predicted"),
             flags=correction.flags,

@@ -14,6 +14,8 @@ from typing import Any, Iterable, Sequence
 
 # Names of the controls in labelstudio_templates/*.xml; the conversions below rely on them.
 IMAGE, EVIDENCE, CLASS, FLAG, COMMENT = "image", "evidence", "class", "flag", "comment"
+SHORTCUT = "shortcut"  # RectangleLabels for what the model wrongly used (a shortcut mark), beside the evidence boxes
+SHORTCUT_LABEL = "model used this"  # its one label
 NO_OBJECT, WRONG_PLACE = "no relevant object", "model looked at the wrong place"
 FLAGS = (NO_OBJECT, WRONG_PLACE)
 
@@ -37,10 +39,11 @@ REASONS = ("malformed", "zero_area", "rotated", "outside_image", "unknown_label"
 
 @dataclass
 class Correction:
-    """What one completed annotation says: evidence boxes in pixels, the class, flags and comment."""
+    """What one completed annotation says: evidence boxes and shortcut marks in pixels, the class, flags and comment."""
 
     boxes: list[Box] = field(default_factory=list)
     label: str | None = None
+    shortcut_boxes: list[Box] = field(default_factory=list)  # regions the model used and should not
     flags: list[str] = field(default_factory=list)
     comment: str | None = None
     problems: list[Problem] = field(default_factory=list)
@@ -154,8 +157,14 @@ def parse_annotation(
             problem("malformed", f"{where} is {item!r:.80}, expected an object with a 'value' object")
             continue
         kind, value, name = item.get("type"), item["value"], item.get("from_name")
-        if kind == "rectanglelabels" or (kind == "rectangle" and name == EVIDENCE):
-            _read_rectangle(item, value, where, known, width, height, out, problem)
+        if (kind == "rectanglelabels" or kind == "rectangle") and name == SHORTCUT:
+            box = _read_rectangle(item, value, where, None, width, height, problem)
+            if box is not None:
+                out.shortcut_boxes.append(box)
+        elif kind == "rectanglelabels" or (kind == "rectangle" and name == EVIDENCE):
+            box = _read_rectangle(item, value, where, known, width, height, problem)
+            if box is not None:
+                out.boxes.append(box)
         elif kind == "choices" and name == CLASS:
             choices = value.get("choices")
             if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], str):
@@ -181,7 +190,9 @@ def parse_annotation(
     return out
 
 
-def _read_rectangle(item, value, where, known, width, height, out: Correction, problem) -> None:
+def _read_rectangle(item, value, where, known: set[str] | None, width, height, problem) -> Box | None:
+    """The rectangle in pixels, clipped to the image; None (and a problem) where it cannot be used.
+    ``known``: the classes its labels must name (None: a shortcut mark, whose label is not a class)."""
     try:
         w, h = item.get("original_width", width), item.get("original_height", height)
         if w is None or h is None:
@@ -194,29 +205,29 @@ def _read_rectangle(item, value, where, known, width, height, out: Correction, p
         raw = percent_to_pixels(numbers, w, h)
     except KeyError as err:
         problem("malformed", f"{where}: rectangle {value!r:.120} lacks {err}")
-        return
+        return None
     except (TypeError, ValueError) as err:
         problem("malformed", f"{where}: rectangle {value!r:.120} unreadable ({err})")
-        return
+        return None
     labels = value.get("rectanglelabels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         problem("malformed", f"{where}: rectangle labels {labels!r}, expected a list of class names")
-        return
-    unknown = [label for label in labels if label not in known]
+        return None
+    unknown = [label for label in labels if known is not None and label not in known]
     if unknown:
         problem("unknown_label", f"{where}: rectangle label {unknown} is not one of the model's classes {sorted(known)}")
-        return
+        return None
     if rotated:
         problem("rotated", f"{where}: rectangle rotated by {float(value['rotation']):g}°; attnloop boxes are axis-aligned — redraw it unrotated")
-        return
+        return None
     if not has_area(raw):
         problem("zero_area", f"{where}: rectangle {value['width']}% × {value['height']}% has no area")
-        return
+        return None
     box = clip_box(raw, w, h)
     if not has_area(box):
         problem("outside_image", f"{where}: rectangle lies outside the {w:g}×{h:g} image")
-        return
-    out.boxes.append([round(v, 3) for v in box])
+        return None
+    return [round(v, 3) for v in box]
 
 
 # --- labeling configs --------------------------------------------------------------------------

@@ -179,11 +179,65 @@ def hybrid(pool: Pool, budget: int, *, context: Context, signals: Sequence[str] 
     return [pool.ids[i] for i in k_center_greedy(pool.embeddings, top, budget)]
 
 
+def coverage(pool: Pool, budget: int, *, context: Context) -> list[Hashable]:
+    """Coverage before depth: the budget spread over the predicted classes in proportion to their
+    share of the pool (at least one each while the budget lasts), and within a class over clusters of
+    the embedding (k-means, k = the class's share), the highest-priority image of each cluster
+    first. A few corrections then touch every kind of image instead of one corner of the pool."""
+    from sklearn.cluster import KMeans
+
+    open_ = np.array([i for i, id_ in enumerate(pool.ids) if id_ not in context.exclude], dtype=np.int64)
+    if not len(open_) or budget <= 0:
+        return []
+    urgency = SIGNALS["priority"](pool, context)
+    predicted = pool.probabilities[open_].argmax(axis=1)
+    classes, counts = np.unique(predicted, return_counts=True)
+    order = np.argsort(-counts, kind="stable")  # the biggest classes get the rounding's spare corrections
+    share = np.zeros(len(classes), np.int64)
+    for rank in range(min(budget, len(classes))):
+        share[order[rank]] = 1
+    left = budget - share.sum()
+    if left > 0:
+        extra = np.floor(left * counts / counts.sum()).astype(np.int64)
+        extra[order[: left - extra.sum()]] += 1
+        share += extra
+    picked: list[int] = []
+    for k, n in zip(classes, share):
+        members = open_[predicted == k]
+        n = int(min(n, len(members)))
+        if n == 0:
+            continue
+        vectors = np.asarray(pool.embeddings[members], np.float64)
+        labels = KMeans(n_clusters=n, n_init=4, random_state=context.seed).fit_predict(vectors) if n > 1 else np.zeros(len(members), int)
+        for cluster in range(n):
+            inside = members[labels == cluster]
+            if len(inside):
+                picked.append(int(inside[np.argmax(urgency[inside])]))
+    picked.sort(key=lambda i: -urgency[i])
+    allowed, taken = set(open_.tolist()), set(picked)
+    rest = [int(i) for i in np.argsort(-urgency, kind="stable") if i in allowed and i not in taken]
+    return [pool.ids[i] for i in (picked + rest)[:budget]]
+
+
+def jtt(pool: Pool, budget: int, *, context: Context) -> list[Hashable]:
+    """The error set first, in the manner of JTT (Liu et al. 2021): the pool images the model gets
+    wrong (labels are cheap), most confidently wrong first — those the shortcut decides hardest —
+    then the rest by their loss. Needs labels."""
+    labels = _needs(pool.labels, "labels")
+    p = np.clip(pool.probabilities, 1e-12, 1.0)
+    loss = -np.log(p[np.arange(len(labels)), labels])
+    wrong = p.argmax(axis=1) != labels
+    scores = np.where(wrong, 1.0 + p.max(axis=1), np.tanh(loss))  # every mistake above every correct image
+    return _order(pool, context, scores)[:budget]
+
+
 STRATEGIES: dict[str, Callable[..., list[Hashable]]] = {
     "random": random_order,
     **{name: by_signal(name) for name in SIGNALS},
     "simsearch": simsearch,
     "hybrid": hybrid,
+    "coverage": coverage,
+    "jtt": jtt,
 }
 BATCHES = ("hybrid",)  # rankings that choose a batch of a given size rather than order the whole pool
 

@@ -17,7 +17,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
     budgets = bench.parse_budgets(args.budgets) if args.budgets else profile.budgets
     initial_epochs = args.initial_epochs or profile.initial_epochs
     # a model trained anew gets as many epochs as the initial one; fine-tuning continues for fewer
-    retrain_epochs = args.retrain_epochs or (profile.retrain_epochs if args.retrain == "finetune" else initial_epochs)
+    retrain_epochs = args.retrain_epochs or (initial_epochs if args.retrain == "scratch" else profile.retrain_epochs)
     rows = bench.run(
         args.data,
         strategies=strategies,
@@ -26,7 +26,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         initial_epochs=initial_epochs,
         retrain_epochs=retrain_epochs,
         arch=args.arch,
-        finetune=args.retrain == "finetune",
+        retrain=args.retrain,
         replay=not args.no_replay,
         retrain_options=dict(
             guidance=args.guidance,
@@ -37,6 +37,11 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         rounds=args.rounds,
         first_seed=args.first_seed,
         device=args.device,
+        pool=args.pool,
+        pool_share=args.pool_share,
+        marks=args.marks,
+        propagation=args.propagation,
+        threshold=args.threshold,
     )
     options = {
         "--arch": args.arch if args.arch != "abn_cifar" else None,
@@ -53,10 +58,14 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         "--rounds": args.rounds if args.rounds != 1 else None,
         "--first-seed": args.first_seed or None,
         "--device": args.device if args.device != "auto" else None,
+        "--pool": args.pool if args.pool != "train" else None,
+        "--pool-share": args.pool_share if args.pool == "heldout" and args.pool_share != 0.5 else None,
+        "--propagation": args.propagation if args.propagation != "none" else None,
+        "--threshold": args.threshold,
     }
     command = f"attnloop bench strategies --data {args.data} --out {args.out} --profile {args.profile}" + "".join(
         f" {flag} {value}" for flag, value in options.items() if value is not None
-    ) + (" --no-replay" if args.no_replay else "")
+    ) + (" --no-replay" if args.no_replay else "") + (" --marks" if args.marks else "")
     summary = bench.write(args.out, rows, command=command)
     if settings.mlflow_tracking_uri:
         params = {"data": args.data, "strategies": ",".join(strategies), "budgets": ",".join(map(str, budgets)), "command": command}
@@ -81,20 +90,29 @@ def cmd_bench_merge(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub) -> None:
     """Register ``attnloop bench strategies | merge`` on the main parser's subcommands."""
+    from attnloop.apps.bench import POOLS, PROFILES, PROPAGATION, RETRAIN
     from attnloop.training import COUNTEREXAMPLES, GUIDANCE
 
     bench_cmd = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     st = bench_cmd.add_parser("strategies", help="compare selection strategies under a simulated annotator")
     st.add_argument("--data", required=True, type=Path, help="dataset folder with manifest.jsonl")
     st.add_argument("--out", required=True, type=Path)
-    st.add_argument("--profile", choices=("quick", "full"), default="quick")
-    st.add_argument("--budgets", default=None, help="comma-separated, e.g. 0,10,25,all (default: the profile's)")
+    st.add_argument("--profile", choices=tuple(PROFILES), default="quick")
+    st.add_argument("--budgets", default=None, help="comma-separated counts, shares of the pool and all, e.g. 0,10,2%%,all (default: the profile's)")
     st.add_argument("--seeds", type=int, default=None)
     st.add_argument("--strategies", default=None, help="comma-separated names (default: the profile's)")
     st.add_argument("--initial-epochs", type=int, default=None)
     st.add_argument("--retrain-epochs", type=int, default=None, help="default: the profile's for finetune, the initial epochs for scratch")
     st.add_argument("--arch", default="abn_cifar")
-    st.add_argument("--retrain", choices=("finetune", "scratch"), default="finetune", help="fine-tune the initial model or train anew")
+    st.add_argument(
+        "--retrain", choices=RETRAIN, default="finetune",
+        help="fine-tune the initial model, train anew, or retrain its perception classifier alone on frozen features (head)",
+    )
+    st.add_argument("--pool", choices=POOLS, default="train", help="train: the initial model's own training set; heldout: a share held out from it")
+    st.add_argument("--pool-share", type=float, default=0.5, help="the share of the training split held out as the pool (--pool heldout)")
+    st.add_argument("--marks", action="store_true", help="the simulated annotator marks the shortcut where it sees the model looking at it")
+    st.add_argument("--propagation", choices=PROPAGATION, default="none", help="spread the marks over the pool: every match (auto) or the confirmed ones")
+    st.add_argument("--threshold", type=float, default=None, help="similarity a propagated mark needs (default: attnloop.propagation.THRESHOLD)")
     st.add_argument("--no-replay", action="store_true", help="retrain on the boxed images alone, not the whole labeled set")
     st.add_argument("--rounds", type=int, default=1, help="spend each budget in this many score → select → annotate → retrain rounds")
     st.add_argument("--guidance", choices=GUIDANCE, default=RECIPE.guidance, help="the retraining recipe's by default (attnloop.recipe)")
