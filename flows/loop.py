@@ -8,6 +8,7 @@ from attnloop.recipe import RECIPE
 from flows.annotate import annotate
 from flows.harvest import harvest
 from flows.promote import promote
+from flows.propagate import propagate
 from flows.retrain import retrain
 from flows.score import score
 
@@ -35,12 +36,14 @@ def loop(
     epochs: int = RECIPE.epochs,
     approval: bool = False,
     progress: bool = False,
+    confirm: bool = True,
 ) -> dict:
     """One turn of the loop. With ``annotator="human"`` the turn harvests what people completed so
     far; with ``"simulated"`` the annotator completes the new tasks from ``truth`` first.
     ``progress`` shows the retraining's progress bar on the console (demos). Returns what each step
     did: ``scored``, ``pushed``, ``annotated``, the harvested ``annotation_set`` (its key) and its
-    ``annotation_version``, and where a new version was trained, the ``challenger`` and the ``gate``'s action."""
+    ``annotation_version``, ``confirmations`` (look-alikes of the marked shortcuts sent for a click,
+    with ``confirm``), and where a new version was trained, the ``challenger`` and the ``gate``'s action."""
     if annotator not in ANNOTATORS:
         raise ValueError(f"unknown annotator {annotator!r}; valid names: {', '.join(ANNOTATORS)}")
     if annotator == "simulated" and not truth:
@@ -54,6 +57,8 @@ def loop(
     if not harvested["written"]:
         logger.info("no new annotations; nothing to retrain on")
         return out
+    if confirm:
+        out["confirmations"] = propagate()["created"]
     out["challenger"] = retrain(base_data=base_data, holdout=holdout, epochs=epochs, progress=progress)
     out["gate"] = promote(holdout=holdout, approval=approval)["action"]
     return out

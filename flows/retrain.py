@@ -29,11 +29,14 @@ def latest_annotation_set(store_uri: str | None, prefix: str = ANNOTATIONS) -> s
 
 @task
 def fine_tune(
-    store_uri: str | None, annotation_set: str, base_data: str | None, workdir: str, epochs: int, guided_share: float, progress: bool = False
+    store_uri: str | None, annotation_set: str, base_data: str | None, workdir: str, epochs: int, guided_share: float,
+    progress: bool = False, propagation: str = RECIPE.propagation,
 ) -> dict:
+    from attnloop import annotation_set as sets
     from attnloop import registry
+    from attnloop.marks import over_base
     from attnloop.training import data_hash, save_run, train
-    from attnloop.trainset import materialize
+    from attnloop.trainset import BASE, materialize
 
     settings = current()
     client = registry.connect(settings.registry_uri)
@@ -41,11 +44,20 @@ def fine_tune(
     if champion is None:
         raise LookupError(f"{settings.model_name} has no champion to fine-tune; train and promote a first model")
     init = registry.checkpoint(client, settings.model_name, champion, Path(workdir) / "champion")
-    root, annotations = materialize(settings.store(store_uri), annotation_set, out=Path(workdir) / "data", base=base_data)
+    store = settings.store(store_uri)
+    root, annotations = materialize(store, annotation_set, out=Path(workdir) / "data", base=base_data)
+    propagated = {}
+    if propagation == "auto" and base_data:  # the marks people drew, spread over the base data's training images
+        marked = over_base(store, sets.read_key(store, annotation_set), base_data)
+        propagated = {f"{BASE}/{image}": note for image, note in marked.items()}
+    annotations = {**propagated, **annotations}
     config = RECIPE.config(epochs=epochs, init_from=str(init), guided_share=guided_share, threads=settings.threads)
     result = train(root, config, annotations=annotations, progress=progress)
     run = save_run(Path(workdir) / "run", result, config, data=data_hash(root), source=root, boxes=annotation_set)
-    return {"run": str(run), "parent": champion, "guided_images": result.metrics["guided_images"]}
+    return {
+        "run": str(run), "parent": champion, "guided_images": result.metrics["guided_images"],
+        "marked_images": result.metrics["marked_images"], "propagated": len(propagated),
+    }
 
 
 @task(retries=2, retry_delay_seconds=exponential_backoff(backoff_factor=5))
@@ -69,15 +81,17 @@ def retrain(
     epochs: int = RECIPE.epochs,
     guided_share: float = RECIPE.guided_share,
     progress: bool = False,
+    propagation: str = RECIPE.propagation,
 ) -> str:
     """Returns the registered challenger's version. ``progress`` shows a training bar on the console (demos)."""
     annotation_set = latest_annotation_set(store)
     with tempfile.TemporaryDirectory(prefix="attnloop-retrain-") as workdir:
-        trained = fine_tune(store, annotation_set, base_data, workdir, epochs, guided_share, progress)
+        trained = fine_tune(store, annotation_set, base_data, workdir, epochs, guided_share, progress, propagation)
         version = register(trained["run"], trained["parent"], annotation_set, holdout)
     create_markdown_artifact(
         f"# Retrained\n\nVersion **{version}** of `{current().model_name}`, fine-tuned from version "
-        f"{trained['parent']} on `{annotation_set}` ({trained['guided_images']} annotated images), registered as challenger.\n",
+        f"{trained['parent']} on `{annotation_set}` ({trained['guided_images']} annotated images; "
+        f"{trained['propagated']} base images carry a propagated shortcut mark), registered as challenger.\n",
         key="retrain-summary",
     )
     get_run_logger().info("registered version %s from %s", version, annotation_set)

@@ -4,7 +4,9 @@ One definition for the retrain flow, the strategy benchmark and the command line
 the benchmark measures what the platform runs: box guidance that matches the map to the boxes
 (λ = 10), counterexamples appended for every boxed image (the region outside its boxes taken from
 another image), the boxed images oversampled to half of each batch, and as many epochs as the
-first training (fine-tuning away from a shortcut needs about as many). The figures behind it:
+first training (fine-tuning away from a shortcut needs about as many), and the shortcut marks people
+drew propagated over the base data, whose labels are known (erased there as counterexamples and
+penalized, :mod:`attnloop.marks`). The figures behind it:
 docs/benchmarks/retraining.md and docs/benchmarks/strategies.md.
 """
 
@@ -21,11 +23,12 @@ class Recipe:
     counterexamples: str = "append"  # none | append | replace
     guided_share: float = 0.5  # the boxed images' expected share of every batch
     epochs: int = 30
+    propagation: str = "auto"  # none | auto: the marks people drew, spread over the base data as weak supervision (attnloop.marks)
 
     def options(self) -> dict[str, Any]:
-        """The training options of the recipe (:class:`attnloop.training.TrainConfig` keywords), epochs aside."""
+        """The training options of the recipe (:class:`attnloop.training.TrainConfig` keywords), epochs and propagation aside."""
         out = asdict(self)
-        del out["epochs"]
+        del out["epochs"], out["propagation"]
         return out
 
     def config(self, *, epochs: int | None = None, **options: Any):

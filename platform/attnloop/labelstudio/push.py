@@ -40,7 +40,7 @@ import numpy as np
 
 from attnloop import layout, scores
 from attnloop.labelstudio.project import iter_tasks
-from attnloop.labelstudio.results import choices_result, rectangle_result
+from attnloop.labelstudio.results import SHORTCUT, SHORTCUT_LABEL, choices_result, rectangle_result
 from attnloop.priority import check_ranking, priority, ranks, select
 from attnloop.scores import ScoreRow
 from attnloop.storage import LocalStore, Store
@@ -67,6 +67,8 @@ class Candidate:
     rank: int | None = None  # 1: the highest priority among the model version's scored frames
     percentile: float | None = None  # share of those frames with a lower priority, in percent
     ranked: int | None = None  # how many frames the rank is among
+    shortcut_boxes: tuple = ()  # proposed shortcut marks (pixel boxes): a propagated mark to confirm
+    confirms: str | None = None  # the frame whose mark this one repeats (a confirmation task)
 
     @classmethod
     def from_row(cls, row: ScoreRow | Mapping[str, Any]) -> "Candidate":
@@ -180,9 +182,11 @@ def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, m
         "rank": c.rank,
         "percentile": c.percentile,
         **{name: _round(value) for name, value in c.signals.items()},
+        **({"confirms": c.confirms} if c.confirms else {}),
         "summary": " · ".join(
             part
             for part in (
+                f"same mistake as {c.confirms}? keep the red mark if the model used it here too, delete it if not" if c.confirms else "",
                 f"rank {c.rank} of {c.ranked} (percentile {c.percentile:g})" if c.rank is not None else "",
                 f"priority {c.priority:.4g}",
                 f"predicted {c.predicted}" + (f" ({c.confidence:.0%})" if c.confidence is not None else ""),
@@ -193,9 +197,10 @@ def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, m
         ),
     }
     result = [choices_result([c.predicted])]
-    box = attention_box(c.attention, (c.height, c.width)) if c.attention is not None else None
-    if box is not None:
+    box = attention_box(c.attention, (c.height, c.width)) if c.attention is not None and not c.shortcut_boxes else None
+    if box is not None:  # a confirmation task proposes the mark, not the attention box (which would lie on it)
         result.append(rectangle_result(box, c.predicted, c.width, c.height))
+    result += [rectangle_result(mark, SHORTCUT_LABEL, c.width, c.height, from_name=SHORTCUT) for mark in c.shortcut_boxes]
     return {"data": data, "predictions": [{"model_version": model_version, "score": _round(c.priority), "result": result}]}
 
 
@@ -265,6 +270,21 @@ def push_scored(
             batch_size=batch_size, image_url=None, document_root=document_root, check=held.check,
         )
     return PushResult(result.created, queued + result.skipped_existing, result.skipped_backpressure, tuple(candidates))
+
+
+def confirmation_candidates(rows: Iterable[ScoreRow], matches: Iterable[Any]) -> list[Candidate]:
+    """The matched frames (:class:`attnloop.propagation.Match`) as tasks to confirm, most similar first:
+    the frame with its propagated mark pre-filled, ranked by the match's similarity."""
+    from dataclasses import replace
+
+    by_key = {row.key: row for row in rows}
+    found = [m for m in matches if m.image in by_key]
+    return with_ranks(
+        [
+            replace(Candidate.from_row(by_key[m.image]), priority=float(m.similarity), shortcut_boxes=(list(m.box),), confirms=str(m.source))
+            for m in found
+        ]
+    )
 
 
 @contextmanager
