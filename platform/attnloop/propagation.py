@@ -3,9 +3,10 @@
 A person marks, on a few images, the region the model wrongly used (a shortcut mark: a camera's
 signature stamp, a plate's edge). Propagation finds that region again on the other images: a
 region descriptor — the histogram of oriented gradients (HOG, scikit-image) of the marked patch,
-model-free and indifferent to exposure — is compared with every window of the mark's size on
-every image, and an image's best window becomes a propagated mark where its cosine similarity
-passes :data:`THRESHOLD`. The platform then applies the propagated marks as weak supervision
+model-free and indifferent to exposure — is compared, as it is and mirrored left-right and
+top-bottom (the same stamp or artefact in another corner of the frame shows its edges the other
+way round), with every window of the mark's size on every image, and an image's best window
+becomes a propagated mark where its cosine similarity passes :data:`THRESHOLD`. The platform then applies the propagated marks as weak supervision
 (counterexamples that erase the matched region, :mod:`attnloop.training`) or sends them to Label
 Studio as one confirmation batch ordered by similarity.
 
@@ -26,7 +27,7 @@ from attnloop.masks import Box
 
 CELL = 4  # pixels per HOG cell, the windows' grid step
 ORIENTATIONS = 9
-THRESHOLD = 0.8  # cosine similarity a window needs to count as the marked region again
+THRESHOLD = 0.9  # cosine similarity a window needs to count as the marked region again (docs/benchmarks/propagation.md)
 EXACT_LIMIT = 2_000_000  # windows in the pool above which "auto" uses FAISS
 METHODS = ("auto", "exact", "faiss")
 
@@ -93,11 +94,27 @@ def _windows(cells: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.nd
 
 def describe(image: np.ndarray, box: Box) -> np.ndarray | None:
     """The unit HOG descriptor of ``box`` on ``image`` (snapped to the cell grid), or None where it falls off the image."""
-    cells = _cells(image)
+    variants = _variants(image, box)
+    return None if variants is None else variants[0]
+
+
+def _variants(image: np.ndarray, box: Box) -> list[np.ndarray] | None:
+    """The mark's descriptor as it is and mirrored (left-right, top-bottom, both), distinct ones only."""
+    x = _gray(image)
     r0, c0, rows, cols = _span(box)
+    cells = _cells(x)
     if r0 < 0 or c0 < 0 or r0 + rows > cells.shape[0] or c0 + cols > cells.shape[1]:
         return None
-    return _unit(cells[r0 : r0 + rows, c0 : c0 + cols].reshape(-1))
+    height, width = cells.shape[0] * CELL, cells.shape[1] * CELL
+    out: list[np.ndarray] = []
+    for flip_x, flip_y in ((False, False), (True, False), (False, True), (True, True)):
+        mirrored = x[:height, :width][:: -1 if flip_y else 1, :: -1 if flip_x else 1]
+        r = cells.shape[0] - r0 - rows if flip_y else r0
+        c = cells.shape[1] - c0 - cols if flip_x else c0
+        vector = _unit(_cells(mirrored)[r : r + rows, c : c + cols].reshape(-1))
+        if not any(float(vector @ seen) > 1 - 1e-6 for seen in out):
+            out.append(vector)
+    return out
 
 
 def propagate(
@@ -118,12 +135,10 @@ def propagate(
     missing = [m.image for m in marks if m.image not in images]
     if missing:
         raise KeyError(f"marked images not among the images given: {missing[:5]}")
-    queries = []  # (descriptor, mark, rows, cols)
+    queries = []  # (descriptor, mark, rows, cols): every mark as drawn and mirrored
     for mark in marks:
-        vector = describe(images[mark.image], mark.box)
-        if vector is not None:
-            r0, c0, rows, cols = _span(mark.box)
-            queries.append((vector, mark, rows, cols))
+        _, _, rows, cols = _span(mark.box)
+        queries += [(vector, mark, rows, cols) for vector in _variants(images[mark.image], mark.box) or []]
     skip = set(exclude) | {m.image for m in marks}
     pool = [key for key in images if key not in skip]
     if not queries or not pool:

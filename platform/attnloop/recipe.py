@@ -21,7 +21,9 @@ class Recipe:
     guidance: str = "match"  # the attention-guidance loss (attnloop.guidance)
     guidance_weight: float = 10.0  # λ
     counterexamples: str = "append"  # none | append | replace
-    guided_share: float = 0.5  # the boxed images' expected share of every batch
+    guided_share: float = 0.5  # the boxed (and marked) images' expected share of every batch
+    mark_weight: float = 1.0  # the attention inside shortcut marks
+    reliance_weight: float = 1.0  # the input gradient inside shortcut marks (right for the right reasons)
     epochs: int = 30
     propagation: str = "auto"  # none | auto: the marks people drew, spread over the base data as weak supervision (attnloop.marks)
 

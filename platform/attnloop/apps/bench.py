@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -173,12 +173,14 @@ def run(
     propagation: str = "none",
     threshold: float | None = None,
     progress: bool = True,
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Rows of ``{strategy, budget, seed, corrections, accuracy, attention_in_box, wrong_reason,
     confounder_reliance, marks, propagated, propagation_precision, propagation_recall,
     retrain_seconds}`` (see the module for the protocol). With ``rounds`` > 1 a budget is spent in
     that many rounds, each scoring the pool with the model retrained in the round before. Seeds
-    ``first_seed … first_seed + seeds - 1`` run here; parts run apart are joined with :func:`merge`."""
+    ``first_seed … first_seed + seeds - 1`` run here; parts run apart are joined with :func:`merge`.
+    ``on_row`` gets each row as soon as it is measured (a run stopped part-way keeps what it measured)."""
     from attnloop.propagation import THRESHOLD
 
     if rounds < 1:
@@ -244,7 +246,7 @@ def run(
                         notes[image] = Annotation(list(record.boxes), label=record.label, shortcut_boxes=shortcut)
                 stats = {"marks": sum(bool(n.shortcut_boxes) for n in notes.values()), "propagated": 0}
                 if propagation != "none":
-                    stats.update(_propagate(notes, pool_records, raw, truth, threshold=THRESHOLD if threshold is None else threshold, mode=propagation))
+                    stats.update(_propagate(notes, train_records, raw, truth, threshold=THRESHOLD if threshold is None else threshold, mode=propagation))
                 return notes, stats
 
             def select_and_retrain(strategy: str, budget: int) -> tuple[dict, dict, float]:
@@ -296,6 +298,8 @@ def run(
                             "retrain_seconds": round(seconds, 2),
                         }
                     )
+                    if on_row is not None:
+                        on_row(rows[-1])
                     if progress:
                         print(f"seed {seed} budget {budget!s:>4} ({count}) {strategy:22} accuracy {test['accuracy']:.3f}", flush=True)
     return rows
@@ -304,7 +308,8 @@ def run(
 def _propagate(
     notes: dict[str, Annotation], pool: list[Record], raw: dict, truth: dict[str, Record], *, threshold: float, mode: str
 ) -> dict:
-    """Spread the marks in ``notes`` over the pool (in place): ``auto`` adds every match as a
+    """Spread the marks in ``notes`` over the training images (in place; their labels are known, as the
+    base data's are when the platform retrains): ``auto`` adds every match as a
     shortcut mark, ``confirm`` only the matches on a true confounder (the annotator rejects the
     rest). Returns the counts and the matches' precision and recall against the confounder boxes."""
     from attnloop.propagation import Mark, agreement, iou, propagate
@@ -314,7 +319,7 @@ def _propagate(
         return {"propagated": 0, "precision": None, "recall": None}
     images = {r.image: raw[r.image] for r in pool}
     matches = propagate(marked, images, threshold=threshold, exclude=notes)
-    quality = agreement(matches, {r.image: r.confounder_boxes for r in pool if r.image not in notes})
+    quality = {k: (None if v != v else v) for k, v in agreement(matches, {r.image: r.confounder_boxes for r in pool if r.image not in notes}).items()}
     applied = 0
     for match in matches:
         if mode == "confirm" and not any(iou(match.box, t) >= 0.5 for t in truth[match.image].confounder_boxes):

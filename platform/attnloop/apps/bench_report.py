@@ -74,7 +74,8 @@ def summarize(rows: list[dict]) -> dict:
                 seeds = sorted(seed for (s, b, seed) in accuracy if s == strategy and b == budget and ("random", b, seed) in accuracy)
                 versus[str(budget)] = _paired([accuracy[(strategy, budget, seed)] - accuracy[("random", budget, seed)] for seed in seeds])
                 needed = _needs([x[b] for b in numeric], random_curve, cells[str(budget)][0])
-                factor[str(budget)] = None if needed is None else needed / x[budget]
+                gained = base is None or cells[str(budget)][0] > base
+                factor[str(budget)] = None if needed is None or not gained else needed / x[budget]
         reach = None
         if base is not None and ceiling is not None and ceiling > base:
             target = base + 0.9 * (ceiling - base)
@@ -133,7 +134,8 @@ def report(summary: dict, *, command: str) -> str:
             for b in compared:
                 v, k, g = s["vs_random"][str(b)], s["random_factor"][str(b)], s["gain_share"].get(str(b))
                 interval = "" if v["low"] is None else f" [{v['low']:+.3f}, {v['high']:+.3f}]"
-                times = f"> {largest / summary['corrections'][str(b)]:.1f}×" if k is None else f"{k:.1f}×"
+                no_gain = g is not None and g <= 0
+                times = "—" if no_gain else (f"> {largest / summary['corrections'][str(b)]:.1f}×" if k is None else f"{k:.1f}×")
                 share = "" if g is None else f"{g:.0%} · "
                 parts.append(f"{share}{v['mean']:+.3f}{interval} · {times}")
             lines.append(f"| {strategy} | " + " | ".join(parts) + " |")

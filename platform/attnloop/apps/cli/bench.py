@@ -33,6 +33,8 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
             guidance_weight=args.guidance_weight,
             counterexamples=args.counterexamples,
             guided_share=args.guided_share,
+            mark_weight=args.mark_weight,
+            reliance_weight=args.reliance_weight,
         ),
         rounds=args.rounds,
         first_seed=args.first_seed,
@@ -50,6 +52,8 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
         "--lambda": args.guidance_weight,
         "--counterexamples": args.counterexamples,
         "--guided-share": args.guided_share,
+        "--mark-weight": args.mark_weight,
+        "--reliance-weight": args.reliance_weight,
         "--budgets": args.budgets,
         "--seeds": args.seeds,
         "--strategies": args.strategies,
@@ -122,6 +126,8 @@ def add_commands(sub) -> None:
         "--guided-share", type=float, default=RECIPE.guided_share,
         help="oversample the boxed images to this expected share of every batch (0: as often as any other image)",
     )
+    st.add_argument("--mark-weight", type=float, default=RECIPE.mark_weight, help="weight of the attention inside shortcut marks")
+    st.add_argument("--reliance-weight", type=float, default=RECIPE.reliance_weight, help="weight of the input gradient inside shortcut marks")
     st.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed … first-seed + seeds - 1 (parts joined by `bench merge`)")
     st.add_argument("--device", default="auto", help="auto (a GPU when PyTorch sees one) | cpu | cuda | cuda:N")
     st.set_defaults(func=cmd_bench_strategies)

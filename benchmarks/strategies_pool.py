@@ -1,0 +1,172 @@
+"""The strategy benchmark on held-out pools, run as many processes side by side (a GPU machine's
+way), then reported per family and condition.
+
+Run: one process per (family, condition, seed), each :func:`attnloop.apps.bench.run` with a held-out
+pool; every row is appended to ``OUT/rows.jsonl`` as soon as it is measured, so a run stopped at its
+deadline keeps what it measured. Report: the rows, split by family and condition, through the
+benchmark's own report (``bench.write``: tables, paired comparisons against random, curves).
+
+    python benchmarks/strategies_pool.py run --out /tmp/pool --device cuda --jobs 18 --deadline 480
+    python benchmarks/strategies_pool.py report --rows /tmp/pool/rows.jsonl --out docs/benchmarks/strategies/pool
+
+Conditions: ``boxes`` (the annotator returns evidence boxes and the class, as before) and ``marks``
+(it also marks the shortcut where it sees the model looking at it, and the marks are propagated
+over the training images as weak supervision: the platform's recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+
+FAMILIES = {"mill": ("mill", 1.0), "mill-sub80": ("mill", 0.8), "decoy-digits": ("decoy-digits", 1.0)}
+CONDITIONS = {
+    "boxes": dict(strategies=("random", "margin"), marks=False, propagation="none"),
+    "marks": dict(strategies=("random", "margin", "coverage"), marks=True, propagation="auto"),
+}
+BUDGETS = (0, "0.5%", "1%", "2%", "5%", "all")
+
+
+def _strategies(args: argparse.Namespace, condition: str) -> dict:
+    return {"strategies": tuple(args.strategies.split(","))} if args.strategies else {}
+
+
+def _job(data: str, family: str, condition: str, seed: int, rows_path: str, options: dict) -> str:
+    import torch
+
+    from attnloop.apps import bench
+
+    torch.set_num_threads(1)
+
+    def keep(row: dict) -> None:
+        with open(rows_path, "a") as f:
+            f.write(json.dumps({"family": family, "condition": condition, **row}) + "\n")
+
+    started = time.perf_counter()
+    bench.run(data, seeds=1, first_seed=seed, on_row=keep, progress=False, **{**CONDITIONS[condition], **options})
+    return f"{family} {condition} seed {seed}: {time.perf_counter() - started:.0f} s"
+
+
+def run(args: argparse.Namespace) -> int:
+    from attnloop.datasets import make_dataset
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = out / "rows.jsonl"
+    data_root = Path(tempfile.mkdtemp(prefix="attnloop-pool-"))
+    for name in args.families.split(","):
+        family, rate = FAMILIES[name]
+        make_dataset(family, data_root / name, seed=0, size=args.size, shortcut_rate=rate)
+    from attnloop.apps.bench import parse_budgets
+
+    conditions = args.conditions.split(",")
+    options = dict(
+        budgets=parse_budgets(args.budgets), initial_epochs=args.initial_epochs, retrain_epochs=args.retrain_epochs, device=args.device,
+        pool="heldout", pool_share=args.pool_share,
+    )
+    # the platform's condition first: a run stopped at its deadline has measured it on every seed
+    jobs = [(name, condition, seed) for condition in reversed(conditions) for seed in range(args.seeds) for name in args.families.split(",")]
+    os.environ["OMP_NUM_THREADS"] = "1"
+    deadline = time.monotonic() + args.deadline
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_job, str(data_root / name), name, condition, seed, str(rows), {**options, **_strategies(args, condition)})
+            for name, condition, seed in jobs
+        ]
+        try:
+            for future in as_completed(futures, timeout=max(1.0, deadline - time.monotonic())):
+                print(future.result(), flush=True)
+        except TimeoutError:
+            print(f"deadline of {args.deadline} s reached: the rows measured so far are in {rows}", flush=True)
+            for process in list(pool._processes.values()):
+                process.kill()
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from attnloop.apps import bench
+
+    rows = [json.loads(line) for line in Path(args.rows).read_text().splitlines() if line.strip()]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row.pop("family"), row.pop("condition")), []).append(row)
+    for (family, condition), part in sorted(groups.items()):
+        complete = {(r["strategy"], r["budget"]) for r in part}
+        seeds = sorted({r["seed"] for r in part})
+        kept = [r for r in part if all(any(q["seed"] == s and (q["strategy"], q["budget"]) == (r["strategy"], r["budget"]) for q in part) for s in seeds)]
+        command = f"{args.command} (rows of {family}, {condition}: {len(seeds)} seeds, {len(complete)} cells)"
+        bench.write(Path(args.out) / f"{family}-{condition}", kept, command=command)
+        print(f"{family} {condition}: {len(kept)} rows of {len(part)}, seeds {seeds}")
+    plot(groups, Path(args.out) / "curves.png")
+    return 0
+
+
+def plot(groups: dict, path: Path) -> None:
+    """Every family's curves, one panel each: accuracy by corrections, a line per condition and strategy (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    families = sorted({family for family, _ in groups})
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.8), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        for (name, condition), rows in sorted(groups.items()):
+            if name != family:
+                continue
+            for strategy in dict.fromkeys(r["strategy"] for r in rows):
+                mine = [r for r in rows if r["strategy"] == strategy and r["budget"] != "all"]
+                xs = sorted({r["corrections"] for r in mine})
+                means = [np.mean([r["accuracy"] for r in mine if r["corrections"] == x]) for x in xs]
+                stds = [np.std([r["accuracy"] for r in mine if r["corrections"] == x]) for x in xs]
+                ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=f"{condition}: {strategy}", linestyle="-" if condition == "marks" else "--")
+            ceiling = [r["accuracy"] for r in rows if r["budget"] == "all"]
+            if ceiling:
+                ax.axhline(float(np.mean(ceiling)), linewidth=1, color="grey", linestyle="-" if condition == "marks" else "--")
+        ax.set_title(family)
+        ax.set_xlabel("corrections (pool images annotated)")
+        ax.set_ylabel("clean test accuracy")
+        ax.legend(fontsize=7)
+    fig.suptitle("grey lines: every pool image annotated", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", required=True)
+    r.add_argument("--families", default=",".join(FAMILIES))
+    r.add_argument("--conditions", default=",".join(CONDITIONS))
+    r.add_argument("--strategies", default=None, help="comma-separated (default: each condition's)")
+    r.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    r.add_argument("--size", type=int, default=1250, help="training images per family")
+    r.add_argument("--pool-share", type=float, default=0.8, help="the share of the training split held out as the pool")
+    r.add_argument("--seeds", type=int, default=3)
+    r.add_argument("--initial-epochs", type=int, default=30)
+    r.add_argument("--retrain-epochs", type=int, default=10)
+    r.add_argument("--device", default="auto")
+    r.add_argument("--jobs", type=int, default=os.cpu_count())
+    r.add_argument("--deadline", type=float, default=3600.0, help="seconds; the rows measured by then are kept")
+    r.set_defaults(func=run)
+    p = sub.add_parser("report")
+    p.add_argument("--rows", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--command", required=True, help="the run command that made the rows, for the reports")
+    p.set_defaults(func=report)
+    args = parser.parse_args()
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
