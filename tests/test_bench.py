@@ -172,7 +172,7 @@ def test_budgets_as_shares_of_the_pool():
 
 def test_a_held_out_pool_with_marks_propagated_and_confirmed(tmp_path, monkeypatch):
     """The initial model never sees the pool; every retraining sees its labels; the annotator's marks
-    spread over the pool, and in confirm mode only the matches on a true shortcut region stay."""
+    spread over the training images (labels known), and in confirm mode only the matches on a true shortcut region stay."""
     import attnloop.apps.bench as bench
     from attnloop.propagation import iou
 
@@ -199,7 +199,7 @@ def test_a_held_out_pool_with_marks_propagated_and_confirmed(tmp_path, monkeypat
     assert rows[1]["corrections"] == 2 and rows[1]["marks"] == 2 and rows[1]["pool"] == 20
     annotated = {k for k, n in notes.items() if n.boxes or n.label}
     propagated = {k: n for k, n in notes.items() if k not in annotated}
-    assert len(annotated) == 2 and annotated <= pool and set(propagated) <= pool
+    assert len(annotated) == 2 and annotated <= pool and set(propagated) <= set(truth) - annotated  # spread over every training image
     assert rows[1]["propagated"] == len(propagated) > 0 and rows[1]["propagation_precision"] is not None
     assert all(iou(n.shortcut_boxes[0], truth[k].confounder_boxes[0]) >= 0.5 for k, n in propagated.items())
     assert rows[1]["retrain_seconds"] > 0

@@ -99,7 +99,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     project = _project(ls, ls_settings, title)
     counts = simulate_annotator(
         ls, project, truth, box_jitter=args.box_jitter, miss_rate=args.miss_rate, wrong_class_rate=args.wrong_class_rate,
-        skip_rate=args.skip_rate, seed=args.seed, limit=args.limit,
+        skip_rate=args.skip_rate, seed=args.seed, limit=args.limit, mark_shortcuts=not args.no_shortcut_marks,
     )
     print(f"project {project.id}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     return 0
@@ -152,5 +152,9 @@ def add_commands(subparsers) -> None:
     sm.add_argument("--skip-rate", type=float, default=0.0)
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--limit", type=int, default=None, help="at most this many tasks")
+    sm.add_argument(
+        "--no-shortcut-marks", action="store_true",
+        help="never mark a record's confounder (by default it is marked where the task's attention proposal covers half of it)",
+    )
     sm.add_argument("--title", default=None, help=title_help)
     sm.set_defaults(func=cmd_simulate)
