@@ -143,26 +143,24 @@ def propagate(
     pool = [key for key in images if key not in skip]
     if not queries or not pool:
         return []
+    cells = {key: _cells(images[key]) for key in pool}  # each image's HOG once, whatever the marks' sizes
     best: dict[Hashable, Match] = {}
     for shape in sorted({(rows, cols) for _, _, rows, cols in queries}):
         group = [(vector, mark) for vector, mark, rows, cols in queries if (rows, cols) == shape]
         q = np.stack([vector for vector, _ in group]).astype(np.float32)
-        descriptors, owners, corners = [], [], []
-        for key in pool:
-            d, c = _windows(_cells(images[key]), *shape)
-            descriptors.append(d)
-            corners.append(c)
-            owners += [key] * len(d)
-        if not owners:
+        windows = [_windows(cells[key], *shape) for key in pool]
+        owner = np.concatenate([np.full(len(d), n) for n, (d, _) in enumerate(windows)])
+        if not len(owner):
             continue
-        d = np.concatenate(descriptors)
-        c = np.concatenate(corners)
-        scores = _similarities(d, q, method)  # windows × marks
+        c = np.concatenate([corners for _, corners in windows])
+        scores = _similarities(np.concatenate([d for d, _ in windows]), q, method)  # windows × marks
         which = scores.argmax(axis=1)
-        top = scores[np.arange(len(d)), which]
-        for i in np.argsort(-top, kind="stable"):
-            key = owners[i]
-            if top[i] < threshold or (key in best and best[key].similarity >= top[i]):
+        top = scores[np.arange(len(owner)), which]
+        order = np.lexsort((-top, owner))  # by image, its best window first
+        first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
+        for i in first[top[first] >= threshold]:
+            key = pool[int(owner[i])]
+            if key in best and best[key].similarity >= top[i]:
                 continue
             r, col = (int(v) for v in c[i])
             box = (float(col * CELL), float(r * CELL), float((col + shape[1]) * CELL), float((r + shape[0]) * CELL))
