@@ -38,6 +38,18 @@ def _strategies(args: argparse.Namespace, condition: str) -> dict:
     return {"strategies": tuple(args.strategies.split(","))} if args.strategies else {}
 
 
+def _parts(strategies: tuple[str, ...], budgets: tuple, split: bool) -> list[dict]:
+    """One job's strategies and budgets each: all of them, or (``split``, for many processes) one job per
+    strategy over the selection budgets plus one for the budgets every strategy shares (0 and all),
+    whose rows :func:`report` gives every strategy. Each job trains its own initial model (same seed:
+    the same model)."""
+    if not split:
+        return [dict(strategies=strategies, budgets=budgets)]
+    fixed = tuple(b for b in budgets if b in (0, "all"))
+    chosen = tuple(b for b in budgets if b not in fixed)
+    return ([dict(strategies=strategies[:1], budgets=fixed)] if fixed else []) + [dict(strategies=(s,), budgets=chosen) for s in strategies if chosen]
+
+
 def _job(data: str, family: str, condition: str, seed: int, rows_path: str, options: dict) -> str:
     import torch
 
@@ -67,19 +79,22 @@ def run(args: argparse.Namespace) -> int:
     from attnloop.apps.bench import parse_budgets
 
     conditions = args.conditions.split(",")
+    budgets = parse_budgets(args.budgets)
     options = dict(
-        budgets=parse_budgets(args.budgets), initial_epochs=args.initial_epochs, retrain_epochs=args.retrain_epochs, device=args.device,
-        pool="heldout", pool_share=args.pool_share,
+        initial_epochs=args.initial_epochs, retrain_epochs=args.retrain_epochs, device=args.device, pool="heldout", pool_share=args.pool_share,
     )
     # the platform's condition first: a run stopped at its deadline has measured it on every seed
-    jobs = [(name, condition, seed) for condition in reversed(conditions) for seed in range(args.seeds) for name in args.families.split(",")]
+    jobs = [
+        (name, condition, seed, {**options, **part})
+        for condition in reversed(conditions)
+        for seed in range(args.seeds)
+        for name in args.families.split(",")
+        for part in _parts(_strategies(args, condition).get("strategies", CONDITIONS[condition]["strategies"]), budgets, args.split)
+    ]
     os.environ["OMP_NUM_THREADS"] = "1"
     deadline = time.monotonic() + args.deadline
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_job, str(data_root / name), name, condition, seed, str(rows), {**options, **_strategies(args, condition)})
-            for name, condition, seed in jobs
-        ]
+        futures = [pool.submit(_job, str(data_root / name), name, condition, seed, str(rows), part) for name, condition, seed, part in jobs]
         try:
             for future in as_completed(futures, timeout=max(1.0, deadline - time.monotonic())):
                 print(future.result(), flush=True)
@@ -97,6 +112,15 @@ def report(args: argparse.Namespace) -> int:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row.pop("family"), row.pop("condition")), []).append(row)
+    for part in groups.values():  # rows of a split run: budgets 0 and all were measured once, for every strategy
+        strategies = list(dict.fromkeys(r["strategy"] for r in part))
+        shared = [r for r in part if r["budget"] in (0, "all")]
+        part += [
+            {**r, "strategy": s}
+            for r in shared
+            for s in strategies
+            if not any(q["strategy"] == s and q["budget"] == r["budget"] and q["seed"] == r["seed"] for q in part)
+        ]
     for (family, condition), part in sorted(groups.items()):
         complete = {(r["strategy"], r["budget"]) for r in part}
         seeds = sorted({r["seed"] for r in part})
@@ -157,6 +181,7 @@ def main() -> int:
     r.add_argument("--retrain-epochs", type=int, default=10)
     r.add_argument("--device", default="auto")
     r.add_argument("--jobs", type=int, default=os.cpu_count())
+    r.add_argument("--split", action="store_true", help="one process per strategy (and one for budgets 0 and all): more, shorter jobs")
     r.add_argument("--deadline", type=float, default=3600.0, help="seconds; the rows measured by then are kept")
     r.set_defaults(func=run)
     p = sub.add_parser("report")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from attnloop.gate import Policy
+from attnloop.monitoring.thresholds import Thresholds
 
 DEFAULT_PROJECT = "attnloop box correction"  # the Label Studio project's title
 DASK_ADDRESS_ENV = "ATTNLOOP_DASK_ADDRESS"  # the Dask scheduler score-backlog sends its partitions to
@@ -73,6 +74,8 @@ class Settings:
     mlflow_tracking_uri: str | None = None  # training and benchmark runs are logged there when set
     model_name: str = "attnloop-abn"  # the registered model
     gate: Policy = field(default_factory=Policy)
+    monitor: Thresholds = field(default_factory=Thresholds)  # when a monitor run alerts (ATTNLOOP_MONITOR_*)
+    monitor_url: str | None = None  # the monitoring page's address, for the links in alerts (ATTNLOOP_MONITOR_URL)
     store_uri: str | None = None  # s3://bucket/prefix or file:///path; default: a folder under home
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
@@ -119,6 +122,8 @@ class Settings:
             mlflow_tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
             model_name=env.get("ATTNLOOP_MODEL_NAME") or "attnloop-abn",
             gate=gate,
+            monitor=Thresholds.from_env(env),
+            monitor_url=(env.get("ATTNLOOP_MONITOR_URL") or "").rstrip("/") or None,
             store_uri=env.get("ATTNLOOP_STORE") or None,
             s3_endpoint=env.get("ATTNLOOP_S3_ENDPOINT") or env.get("MLFLOW_S3_ENDPOINT_URL") or None,
             s3_access_key=env.get("AWS_ACCESS_KEY_ID") or None,

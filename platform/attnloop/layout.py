@@ -13,6 +13,8 @@ every module builds and parses keys here:
 ``overlays/<version>/<frame key without extension>.png``       attention overlays for annotators
 ``annotations/v<NNNN>.jsonl`` · ``.json``                      annotation sets (:mod:`attnloop.annotation_set`)
 ``leases/<name>/<generation>.json``                            leases (:mod:`attnloop.lease`)
+``references/<version>/rows.parquet`` · ``embeddings.npy``      a model's drift reference (:mod:`attnloop.monitoring`)
+``monitoring/<yyyy-mm-dd>/<run>.json``                         a monitor run's figures and alerts
 ============================================================  ==========================================
 
 ``<part>`` is ``<run id>-<sequence>``; ``<version>`` a model version made safe for a path
@@ -34,6 +36,8 @@ REPORTS = "reports/"
 OVERLAYS = "overlays/"
 ANNOTATIONS = "annotations/"
 LEASES = "leases/"
+REFERENCES = "references/"
+MONITORING = "monitoring/"
 
 EXTENSIONS = ("png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp")
 CONTENT_TYPES = {
@@ -92,6 +96,16 @@ def safe_version(version: str) -> str:
 
 def score_part_key(version: str, part: str, *, source: str, day: str) -> str:
     return f"{SCORES}source={source}/date={day}/part-{safe_version(version)}-{part}.parquet"
+
+
+_SCORE_FILE = re.compile(r"^scores/source=(?P<source>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/part-[^/]+\.parquet$")
+
+
+def score_file_of(key: str) -> tuple[str, str] | None:
+    """``(source, day)`` of a scores file's key (None: not a scores file): which files a query over
+    some lines and days reads, decided from the listing alone."""
+    match = _SCORE_FILE.match(key)
+    return (match["source"], match["date"]) if match else None
 
 
 def score_part_of(key: str, version: str) -> str | None:
@@ -178,3 +192,13 @@ def lease_key(name: str, generation: int) -> str:
 
 
 LEASE_PROBES = f"{LEASES}.probe/"
+
+
+def reference_key(version: str, name: str) -> str:
+    """A model version's drift reference: ``rows.parquet`` (scoring rows of its holdout),
+    ``embeddings.npy`` and ``reference.json`` (what it was made from)."""
+    return f"{REFERENCES}{safe_version(version)}/{name}"
+
+
+def monitoring_key(day: str, run: str) -> str:
+    return f"{MONITORING}{day}/{run}.json"

@@ -39,6 +39,7 @@ def schema():
             ("width", pa.int64()),
             ("height", pa.int64()),
             ("scored_at", pa.string()),
+            ("captured_at", pa.string()),
             ("model_version", pa.string()),
             (CLASS, pa.string()),
             ("probabilities", pa.list_(pa.float64())),
@@ -64,6 +65,7 @@ class ScoreRow:
     source: str | None = None
     date: str | None = None  # yyyy-mm-dd, from the key
     scored_at: str | None = None  # ISO time, to the millisecond: the newer of two rows of a replaced frame
+    captured_at: str | None = None  # ISO time the frame landed in the store (its listing's time): monitoring's clock
     model_version: str | None = None
     probabilities: tuple[float, ...] = ()
     confidence: float | None = None
@@ -82,6 +84,7 @@ class ScoreRow:
             "width": int(self.width),
             "height": int(self.height),
             "scored_at": self.scored_at,
+            "captured_at": self.captured_at,
             "model_version": self.model_version,
             CLASS: self.predicted,
             "probabilities": [float(v) for v in self.probabilities],
@@ -112,6 +115,7 @@ class ScoreRow:
             source=record.get("source"),
             date=record.get("date"),
             scored_at=record.get("scored_at"),
+            captured_at=record.get("captured_at"),
             model_version=None if record.get("model_version") is None else str(record["model_version"]),
             probabilities=tuple(float(v) for v in record.get("probabilities") or ()),
             confidence=None if confidence is None else float(confidence),

@@ -67,6 +67,7 @@ class Frame:
     parsed: FrameKey | None  # None for a key no frame may have
     etag: str = ""  # the listing's signature: ETag and size
     nbytes: int = 0
+    captured_at: str | None = None  # when the frame landed in the store (the listing's modification time)
     hash: str | None = None
     tensor: np.ndarray | None = None
     size: tuple[int, int] | None = None  # (h, w) of the decoded frame
@@ -217,7 +218,11 @@ def _own_read_error(err: Exception) -> bool:
 
 def _load(store: Store, listed: Listed, model: OnnxModel, limits: imaging.Limits) -> Frame:
     key = listed.info.key
-    frame = Frame(key, listed.parsed, etag=listed.info.etag, nbytes=listed.info.size)
+    modified = listed.info.modified
+    frame = Frame(
+        key, listed.parsed, etag=listed.info.etag, nbytes=listed.info.size,
+        captured_at=None if modified is None else modified.astimezone(timezone.utc).isoformat(timespec="milliseconds"),
+    )
     if listed.problem is not None:
         frame.reason, frame.message = "bad_key", listed.problem
         return frame
@@ -420,6 +425,7 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
             source=frame.parsed.source,
             date=frame.parsed.date,
             scored_at=now,
+            captured_at=frame.captured_at,
             model_version=version,
             probabilities=tuple(p[i].astype(np.float32).tolist()),
             confidence=confidence,

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -74,6 +74,7 @@ class Store(Protocol):
     def presign(self, key: str, *, expires: timedelta = timedelta(hours=24)) -> str: ...
     def delete(self, key: str) -> None: ...
     def key_of(self, url: str) -> str | None: ...
+    def arrow_files(self, keys: list[str]) -> tuple[Any, list[str]]: ...
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -322,6 +323,12 @@ class LocalStore:
             self._regular(key, mode)
         return (self.root / key).as_uri()
 
+    def arrow_files(self, keys: list[str]):
+        """``(pyarrow filesystem, paths)`` of ``keys``: what a query engine scans in place."""
+        from pyarrow import fs
+
+        return fs.LocalFileSystem(), [str(self.root / _check_path_key(key)) for key in keys]
+
     def delete(self, key: str) -> None:
         try:
             folder, name = self._folder(key)
@@ -378,6 +385,7 @@ class S3Store:
             http_client=_http_client(),
         )
         self.bucket, self.prefix = bucket, prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._credentials = (access_key, secret_key, region)
         self.uri = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.retries, self.backoff = retries, backoff
         if create and not self._retry(lambda: self.client.bucket_exists(bucket_name=bucket), doing=f"checking the bucket {bucket}"):
@@ -489,6 +497,17 @@ class S3Store:
     def delete(self, key: str) -> None:
         name = self._name(key)
         self._retry(lambda: self.client.remove_object(bucket_name=self.bucket, object_name=name), doing=f"deleting {self.uri}/{key}")
+
+    def arrow_files(self, keys: list[str]):
+        """``(pyarrow filesystem, paths)`` of ``keys``: what a query engine scans in place (Parquet
+        read by range requests, never downloaded whole first)."""
+        from pyarrow import fs
+
+        filesystem = fs.S3FileSystem(
+            access_key=self._credentials[0], secret_key=self._credentials[1], endpoint_override=self.endpoint,
+            scheme=urlparse(self.endpoint).scheme, region=self._credentials[2] or "us-east-1",
+        )
+        return filesystem, [f"{self.bucket}/{self._name(key)}" for key in keys]
 
     def key_of(self, url: str) -> str | None:
         """The key an ``s3://bucket/prefix/...`` URL or a (presigned) URL on this endpoint names, else None."""

@@ -268,18 +268,20 @@ def run(
                     latest, seconds = retrain_with(notes)
                 return latest.metrics["splits"]["test"], stats, seconds
 
-            fixed: dict = {}
-            if 0 in budgets:
-                model, seconds = retrain_with({})
-                fixed[0] = (model.metrics["splits"]["test"], {"marks": 0, "propagated": 0}, seconds)
-            if ALL in budgets:
+            def shared(budget) -> tuple[dict, dict, float]:
+                """Budgets 0 (the labels alone) and all (every pool image): the same for every strategy."""
+                if budget == 0:
+                    model, seconds = retrain_with({})
+                    return model.metrics["splits"]["test"], {"marks": 0, "propagated": 0}, seconds
                 notes, stats = annotate([r.image for r in pool_records], {r.image: first for r in pool_records})
                 model, seconds = retrain_with(notes)
-                fixed[ALL] = (model.metrics["splits"]["test"], stats, seconds)
-            for budget in budgets:
+                return model.metrics["splits"]["test"], stats, seconds
+
+            for budget in budgets:  # in the order given: a run stopped part-way has the first budgets
                 count = corrections(budget, len(pool_records))
+                fixed = shared(budget) if budget in (0, ALL) else None
                 for strategy in strategies:
-                    test, stats, seconds = fixed[budget] if budget in fixed else select_and_retrain(strategy, count)
+                    test, stats, seconds = fixed or select_and_retrain(strategy, count)
                     rows.append(
                         {
                             "strategy": strategy,

@@ -1,0 +1,195 @@
+"""The scoring rows summarised over time, per line (source) and hour or day, queried in place.
+
+The rows stay in their Parquet parts (:mod:`attnloop.scores`); the files a question needs are
+chosen from the listing (their keys carry the line and the day, :func:`attnloop.layout.score_file_of`),
+opened as one pyarrow dataset over the store's own filesystem (a folder, or S3 read by range
+requests) and aggregated by DuckDB, which reads only the columns a query names. Nothing is loaded
+into Python row by row.
+
+A row's time is when its frame landed in the store (``captured_at``, the listing's time), else when
+it was scored (parts written before ``captured_at`` existed). A frame scored by several model
+versions (a new champion scoring the history again) counts once, under its newest scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Sequence
+
+from attnloop import layout, scores
+from attnloop.scoring import OFF_OBJECT
+from attnloop.storage import Store
+
+COLUMNS = ("key", "source", "date", "scored_at", "captured_at", "model_version", scores.CLASS, "confidence", "margin", "background_attention", "embedding_ref")
+BUCKETS = {"hour": "1 hour", "day": "1 day"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end)`` in UTC."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def last(cls, hours: float, *, end: datetime | None = None) -> "Window":
+        end = (end or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        return cls(end - timedelta(hours=hours), end)
+
+    def days(self) -> set[str]:
+        """Every day the window touches, as ``yyyy-mm-dd`` (a scores file's day)."""
+        first, last = self.start.date(), (self.end - timedelta(microseconds=1)).date()
+        return {(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)}
+
+
+def score_files(store: Store, *, window: Window | None = None, sources: Sequence[str] | None = None) -> list[str]:
+    """The scores files of ``sources`` (every line's without) on the window's days, from the listing.
+    A frame's day is its key's, which may differ from its landing time's by the hours around
+    midnight: the day before and after are read too, and the query keeps only the window."""
+    days = None
+    if window is not None:
+        days = Window(window.start - timedelta(days=1), window.end + timedelta(days=1)).days()
+    wanted = None if sources is None else set(sources)
+    out = []
+    for info in store.list(layout.SCORES):
+        parsed = layout.score_file_of(info.key)
+        if parsed is None:
+            continue
+        source, day = parsed
+        if (wanted is None or source in wanted) and (days is None or day in days):
+            out.append(info.key)
+    return sorted(out)
+
+
+class Rows:
+    """A DuckDB connection with the view ``rows`` over some scores files: one row per frame (its
+    newest scoring), the columns of :data:`COLUMNS` plus ``frame_time`` (its time, TIMESTAMPTZ, UTC) and
+    ``off_object`` (attention mostly off the object: background attention above
+    :data:`attnloop.scoring.OFF_OBJECT`)."""
+
+    def __init__(self, store: Store, keys: Sequence[str], *, threads: int | None = None) -> None:
+        import duckdb
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        self.store, self.keys = store, list(keys)
+        self.con = duckdb.connect(config={"threads": threads} if threads else {})
+        self.con.execute("SET TimeZone = 'UTC'")
+        wanted = scores.schema()
+        wanted = pa.schema([wanted.field(name) for name in COLUMNS])
+        if self.keys:
+            filesystem, paths = store.arrow_files(self.keys)
+            self.con.register("score_files", ds.dataset(paths, filesystem=filesystem, format="parquet", schema=wanted))
+        else:
+            self.con.register("score_files", wanted.empty_table())
+        versions = {key.rsplit("/", 1)[-1].rsplit("-", 2)[0] for key in self.keys}  # part-<version>-<run>-<seq>.parquet
+        newest = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY scored_at DESC) = 1" if len(versions) > 1 else ""
+        self.con.execute(
+            f"""CREATE VIEW rows AS SELECT * EXCLUDE (captured_at, scored_at),
+                   coalesce(TRY_CAST(captured_at AS TIMESTAMPTZ), TRY_CAST(scored_at AS TIMESTAMPTZ)) AS frame_time,
+                   background_attention > {OFF_OBJECT} AS off_object, scored_at
+               FROM score_files {newest}"""
+        )
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Rows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def query(self, sql: str, params: Sequence | None = None) -> list[dict]:
+        """``sql`` over ``rows`` as a list of dicts (aggregates are small)."""
+        cursor = self.con.execute(sql, list(params or ()))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor.fetchall()]
+
+    def summary(self, window: Window, *, bucket: str = "hour") -> list[dict]:
+        """Per line, time bucket and model version: frames, confidence (mean, 10th percentile,
+        median), margin (top probability − runner-up: mean, median), the share of frames with the
+        attention off the object, and frames below 0.5 confidence."""
+        if bucket not in BUCKETS:
+            raise ValueError(f"unknown bucket {bucket!r}; valid: {', '.join(BUCKETS)}")
+        return self.query(
+            f"""SELECT source, time_bucket(INTERVAL '{BUCKETS[bucket]}', frame_time) AS bucket, model_version,
+                   count(*) AS frames,
+                   avg(confidence) AS confidence_mean,
+                   quantile_cont(confidence, 0.1) AS confidence_p10,
+                   quantile_cont(confidence, 0.5) AS confidence_median,
+                   avg(1 - margin) AS margin_mean,
+                   quantile_cont(1 - margin, 0.5) AS margin_median,
+                   avg(off_object::DOUBLE) AS off_object_share,
+                   count(*) FILTER (WHERE confidence < 0.5) AS low_confidence
+               FROM rows WHERE frame_time >= ? AND frame_time < ?
+               GROUP BY ALL ORDER BY source, bucket, model_version""",
+            [window.start, window.end],
+        )
+
+    def class_mix(self, window: Window, *, bucket: str | None = "hour") -> list[dict]:
+        """Frames per line (and time bucket) and predicted class."""
+        by = f"time_bucket(INTERVAL '{BUCKETS[bucket]}', frame_time)" if bucket else "NULL"
+        return self.query(
+            f"""SELECT source, {by} AS bucket, "{scores.CLASS}" AS class, count(*) AS frames
+               FROM rows WHERE frame_time >= ? AND frame_time < ? GROUP BY ALL ORDER BY source, bucket, class""",
+            [window.start, window.end],
+        )
+
+    def lines(self, window: Window) -> list[dict]:
+        """Per line over the whole window: frames, the newest model version, first and last frame time."""
+        return self.query(
+            """SELECT source, count(*) AS frames, arg_max(model_version, scored_at) AS model_version,
+                      min(frame_time) AS first, max(frame_time) AS last, avg(off_object::DOUBLE) AS off_object_share
+               FROM rows WHERE frame_time >= ? AND frame_time < ? GROUP BY source ORDER BY source""",
+            [window.start, window.end],
+        )
+
+    def values(self, window: Window, source: str, *, model_version: str | None = None, limit: int | None = None) -> dict[str, list]:
+        """One line's per-frame figures in the window (what a drift test compares with the
+        reference): class, confidence, off_object and embedding_ref, newest first."""
+        version = "AND model_version = ?" if model_version else ""
+        rows = self.query(
+            f"""SELECT "{scores.CLASS}" AS class, confidence, off_object, embedding_ref FROM rows
+               WHERE frame_time >= ? AND frame_time < ? AND source = ? {version} ORDER BY frame_time DESC {f'LIMIT {int(limit)}' if limit else ''}""",
+            [window.start, window.end, source, *([model_version] if model_version else [])],
+        )
+        return {name: [r[name] for r in rows] for name in ("class", "confidence", "off_object", "embedding_ref")}
+
+    def top(self, window: Window, *, limit: int = 12) -> list[dict]:
+        """The highest-priority frames (least margin first: the platform's priority) in the window."""
+        return self.query(
+            f"""SELECT key, source, model_version, "{scores.CLASS}" AS class, confidence, margin AS priority,
+                      background_attention, frame_time
+               FROM rows WHERE frame_time >= ? AND frame_time < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
+            [window.start, window.end],
+        )
+
+
+def open_rows(store: Store, window: Window | None = None, *, sources: Sequence[str] | None = None, threads: int | None = None) -> Rows:
+    """The rows of ``sources`` around ``window`` (every line's, every day's without), ready to query."""
+    return Rows(store, score_files(store, window=window, sources=sources), threads=threads)
+
+
+def quarantined(store: Store, window: Window) -> dict[str, dict[str, int]]:
+    """Frames that could not be scored, per line and reason, for the frames of the window's days
+    (a quarantine record knows its frame's key, hence its line and day)."""
+    import json
+
+    days = window.days()
+    out: dict[str, dict[str, int]] = {}
+    for info in store.list(layout.QUARANTINE):
+        if not info.key.endswith(".jsonl"):
+            continue
+        for line in store.get(info.key).decode().splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            frame = layout.parse_frame_key(str(record.get("key", "")))
+            source, day = (frame.source, frame.date) if frame else ("(not a frame key)", None)
+            if day is not None and day not in days:
+                continue
+            reasons = out.setdefault(source, {})
+            reasons[record.get("reason", "unknown")] = reasons.get(record.get("reason", "unknown"), 0) + 1
+    return out
