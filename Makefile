@@ -6,9 +6,15 @@ STAMP := $(VENV)/.installed
 LS_VENV := .venv-ls
 LS_STAMP := $(LS_VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
-setup: $(STAMP) $(LS_STAMP)
+setup: $(STAMP) $(LS_STAMP) browser
+
+# The monitoring page's tests drive a real headless Chromium (Debian's packages; sudo when not root).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # Re-installs only when pyproject.toml changed; torch/torchvision come from this machine's disk.
 $(STAMP): pyproject.toml

@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.input import RunInput
 
 from attnloop.config import current
-from attnloop.gate import AWAIT
+from attnloop.gate import AWAIT, PROMOTE
 
 
 class Approval(RunInput):
@@ -33,6 +33,21 @@ def run_gate(holdout: str, split: str, approval: bool) -> dict:
 
 
 @task
+def store_reference(holdout: str, split: str, version: str) -> dict:
+    """The new champion's drift reference (a model change starts a new one): its holdout, scored once."""
+    import tempfile
+
+    from attnloop import registry
+    from attnloop.holdout import load_holdout
+    from attnloop.monitoring import reference
+
+    settings = current()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = registry.open_source(registry.model_uri(settings.model_name, version=version), registry_uri=settings.registry_uri, dst=tmp)
+        return reference.build(settings.store(), model, version, load_holdout(holdout, split=split))
+
+
+@task
 def approve(version: str, by: str) -> None:
     from attnloop import registry
 
@@ -51,7 +66,10 @@ def promote(holdout: str, split: str = "test", approval: bool = False, approval_
         if answer.approve:
             approve(outcome["version"], answer.by)
             outcome["action"] = "approved"
+            store_reference(holdout, split, outcome["version"])
         else:
             outcome["action"] = "rejected"
+    if outcome["action"] == PROMOTE:
+        store_reference(holdout, split, outcome["version"])
     logger.info("gate: %s for version %s %s", outcome["action"], outcome["version"], "; ".join(outcome["reasons"]))
     return outcome

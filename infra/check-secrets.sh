@@ -27,7 +27,7 @@ usable() {
     return 0
 }
 
-for name in S3_SECRET_KEY LABEL_STUDIO_PASSWORD SERVING_TOKEN; do
+for name in S3_SECRET_KEY LABEL_STUDIO_PASSWORD SERVING_TOKEN GRAFANA_ADMIN_PASSWORD; do
     how="a new value of at least $MIN_LENGTH characters (e.g. the output of 'openssl rand -hex 20')"
     if usable "$name" "$how" && [ "${#value}" -lt "$MIN_LENGTH" ]; then
         refuse "$name" "is shorter than $MIN_LENGTH characters" "$how"

@@ -11,7 +11,7 @@ card inside the ONNX file. This module never imports torch.
 
 Routes: ``GET /health`` (ready: 503 until a model is loaded), ``GET /live`` (the process answers:
 for liveness probes, which must not restart a server that is only waiting for a champion), ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
-naming an object in the store), ``POST /admin/reload`` and the Label Studio ML backend under ``/ls``.
+naming an object in the store), ``POST /admin/reload``, ``GET /metrics`` (Prometheus; :mod:`serving.metrics`) and the Label Studio ML backend under ``/ls``.
 
 ``/ls`` and ``/admin`` need the serving token ``ATTNLOOP_SERVING_TOKEN`` (a bearer token, or basic
 auth with the token as password, which is what Label Studio sends); without one configured they
@@ -44,9 +44,10 @@ from attnloop.proposals import attention_box
 from attnloop.registry import champion_uri, file_version, parse_source
 from attnloop.runtime import OnnxModel
 from attnloop.storage import ObjectTooLarge, StoreUnavailable
-from serving import labelstudio
+from serving import labelstudio, metrics
 from serving.auth import require_token
 from serving.batching import MicroBatcher, Runner
+from serving.metrics import RequestMetrics, ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,10 @@ def respond(outputs: dict[str, np.ndarray], served: Served, image_size: tuple[in
 
 
 class Service:
-    """What the routes share: the reloader, the batcher, the limits, the object store and where Label Studio is."""
+    """What the routes share: the reloader, the batcher, the limits, the object store, where Label Studio is and the metrics."""
 
-    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits | None, settings: Settings) -> None:
-        self.reloader, self.runner, self.settings = reloader, runner, settings
+    def __init__(self, *, reloader: Reloader, runner: Runner, limits: Limits | None, settings: Settings, metrics: ServingMetrics) -> None:
+        self.reloader, self.runner, self.settings, self.metrics = reloader, runner, settings, metrics
         self.limits, self._card_limits = limits or Limits(), limits is None  # byte limits hold before a model is known
         self.label_studio = settings.label_studio
         self._store = None
@@ -264,6 +265,7 @@ class Service:
             image = imaging.decode(data, limits=self.limits_for(served), name=name)
             return image.shape[:2], imaging.preprocess(image, served.model.card, name=name)
         except ImageError as err:
+            self.metrics.observe_rejection(err.reason)
             raise _image_error(err) from None
 
     async def predict(self, load: Callable[[], Awaitable[tuple[bytes, str]]]) -> dict[str, Any]:
@@ -277,7 +279,9 @@ class Service:
             else:
                 size, x = await asyncio.to_thread(self._prepare, data, served, name)
             outputs = await arrival.submit(served.model, x)
-        return respond(outputs, served, size)
+        answer = respond(outputs, served, size)
+        self.metrics.observe_prediction(label=answer["class"], confidence=answer["confidence"])
+        return answer
 
 
 def create_app(
@@ -298,7 +302,13 @@ def create_app(
     source = model_source or settings.serving_model or champion_uri(settings.model_name)
     reloader = Reloader(source, registry_uri=settings.registry_uri, device=device, threads=settings.threads)
     runner: Runner = MicroBatcher(max_batch=max_batch, max_wait_ms=max_wait_ms) if micro_batching else Runner()
-    service = Service(reloader=reloader, runner=runner, limits=limits, settings=settings)
+
+    def served_version() -> str | None:
+        served = reloader.current
+        return None if served is None else served.version
+
+    telemetry = ServingMetrics(model_version=served_version)
+    service = Service(reloader=reloader, runner=runner, limits=limits, settings=settings, metrics=telemetry)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -319,7 +329,8 @@ def create_app(
             await runner.stop()
 
     app = FastAPI(title="attnloop serving", lifespan=lifespan)
-    app.state.service, app.state.reloader = service, reloader
+    app.state.service, app.state.reloader, app.state.metrics = service, reloader, telemetry
+    app.add_middleware(RequestMetrics, metrics=telemetry)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -377,4 +388,5 @@ def create_app(
         return {"changed": changed, "model_version": served.version if served else None, "last_error": reloader.last_error}
 
     app.include_router(labelstudio.router)
+    app.include_router(metrics.router)
     return app

@@ -108,3 +108,10 @@ def test_retrain_then_promote(tmp_path, monkeypatch):
     outcome = promote(holdout=str(data))
     assert outcome == {"action": PROMOTE, "version": version, "reasons": []}
     assert registry.alias_version(client, settings.model_name, registry.CHAMPION) == version
+    # the new champion's drift reference: its holdout scored once, stored with its version
+    from attnloop.holdout import load_holdout
+    from attnloop.monitoring import reference
+
+    ref = reference.read(store, version)
+    assert ref is not None and ref.meta["holdout"] == load_holdout(data).digest and len(ref.classes) == len(load_holdout(data).records)
+    assert reference.read(store, first) is not None and ref.embeddings.shape[0] == len(ref.classes)

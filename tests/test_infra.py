@@ -1,5 +1,8 @@
-"""The docker-compose stack parses and holds together (where docker is absent, a structural check)."""
+"""The docker-compose stack parses and holds together (where docker is absent, a structural check),
+and its monitoring (Prometheus, Grafana) points at what serving exports."""
 
+import json
+import os
 import re
 import secrets
 import shutil
@@ -8,11 +11,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from serving.metrics import ServingMetrics
+from serving.metrics import router as metrics_router
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
-SERVICES = {"secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving"}
+SERVICES = {
+    "secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving",
+    "prometheus", "grafana",
+}
 ONE_SHOT = {"secrets-check", "buckets"}
-SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN"}
+SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +44,7 @@ def test_every_service_is_there_pinned_and_health_checked(compose):
         for dependency, rule in service.get("depends_on", {}).items():
             assert dependency in services, f"{name} depends on unknown {dependency}"
             assert rule["condition"] in ("service_healthy", "service_completed_successfully")
-    assert set(compose["volumes"]) >= {"objectstore", "postgres", "label-studio"}
+    assert set(compose["volumes"]) >= {"objectstore", "postgres", "label-studio", "prometheus", "grafana"}
 
 
 def test_every_variable_the_stack_reads_is_in_the_example_env(compose):
@@ -120,3 +130,90 @@ def test_compose_file_is_valid(compose, tmp_path):
         assert all(isinstance(v, str) for v in service.get("environment", {}).values()), f"{name}: environment values must be strings"
         for key, value in service.get("healthcheck", {}).items():
             assert key in HEALTHCHECK_KEYS and isinstance(value, HEALTHCHECK_KEYS[key]), f"{name}.healthcheck.{key}"
+
+
+def _container_ports(service: dict) -> set[int]:
+    return {int(port.rsplit(":", 1)[1]) for port in service.get("ports", [])}
+
+
+def _mounted_at(service: dict, target: str) -> Path:
+    """The infra file or folder a service mounts at ``target``."""
+    sources = [v.split(":")[0] for v in service.get("volumes", []) if v.split(":")[1] == target]
+    assert len(sources) == 1 and sources[0].startswith("./"), f"nothing of infra/ is mounted at {target}"
+    return INFRA / sources[0]
+
+
+def test_prometheus_scrapes_the_serving_service(compose):
+    services = compose["services"]
+    config = yaml.safe_load(_mounted_at(services["prometheus"], "/etc/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    serving = jobs["attnloop-serving"]
+    assert serving.get("metrics_path", "/metrics") in {route.path for route in metrics_router.routes}
+    targets = [target for group in serving["static_configs"] for target in group["targets"]]
+    assert targets
+    for target in targets:
+        host, port = target.rsplit(":", 1)
+        assert host in services, f"{target}: no compose service {host!r}"
+        assert int(port) in _container_ports(services[host]), f"{target}: {host} listens on {_container_ports(services[host])}"
+    assert f"--port {port}" in " ".join(services["serving"]["command"]), "the scraped port is the one uvicorn serves on"
+
+
+def test_grafana_reads_prometheus_and_the_dashboards_folder(compose):
+    services = compose["services"]
+    grafana = services["grafana"]
+    provisioning = _mounted_at(grafana, "/etc/grafana/provisioning")
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    host, port = source["url"].removeprefix("http://").split(":")
+    assert source["type"] == "prometheus" and host == "prometheus" and int(port) in _container_ports(services["prometheus"])
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "dashboards.yml").read_text())["providers"]
+    dashboards = _mounted_at(grafana, provider["options"]["path"])
+    assert (dashboards / "attnloop-serving.json").is_file()
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    dashboard = json.loads((dashboards / "attnloop-serving.json").read_text())
+    named = {target["datasource"]["uid"] for panel in dashboard["panels"] for target in panel["targets"]}
+    assert named == {source["uid"]}, "every query reads the provisioned data source"
+
+
+def exported_samples() -> dict[str, set[str]]:
+    """``{sample name: its label names}`` of a real exposition of serving's metrics, one of each observed."""
+    metrics = ServingMetrics(model_version=lambda: "7")
+    metrics.observe_request(endpoint="/predict", method="POST", status=200, seconds=0.02)
+    metrics.observe_prediction(label="square", confidence=0.9)
+    metrics.observe_rejection("corrupt")
+    body, _ = metrics.exposition(None)
+    samples: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples.setdefault(sample.name, set()).update(sample.labels)
+    return samples
+
+
+def test_the_dashboard_queries_what_serving_exports():
+    dashboard = json.loads((INFRA / "grafana" / "dashboards" / "attnloop-serving.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    exported = exported_samples()
+    labels = set().union(*exported.values())
+    queried = set()
+    for expr in exprs:
+        names = set(re.findall(r"\battnloop_\w+", expr))
+        assert names and names <= set(exported), f"{expr!r} names {sorted(names - set(exported))}, which serving does not export"
+        queried |= names
+        for group in re.findall(r"\bby \(([^)]*)\)", expr):
+            assert {g.strip() for g in group.split(",")} <= labels, f"{expr!r} groups by a label serving does not set"
+    families = {"attnloop_requests_total", "attnloop_request_duration_seconds_bucket", "attnloop_model_info",
+                "attnloop_predictions_total", "attnloop_prediction_confidence_bucket", "attnloop_rejected_images_total"}
+    assert families <= queried, f"the dashboard shows nothing of {sorted(families - queried)}"
+
+
+def test_the_secrets_check_refuses_a_weak_grafana_password():
+    values = {name: secrets.token_hex(20) for name in SECRETS}
+
+    def check(**override: str) -> subprocess.CompletedProcess:
+        env = {"PATH": os.environ["PATH"], **values, **override}
+        return subprocess.run(["sh", str(INFRA / "check-secrets.sh")], check=False, env=env, capture_output=True, text=True, timeout=30)
+
+    accepted = check()
+    assert accepted.returncode == 0, accepted.stderr
+    for weak in ("", "admin", "short-one"):
+        refused = check(GRAFANA_ADMIN_PASSWORD=weak)
+        assert refused.returncode == 1 and "GRAFANA_ADMIN_PASSWORD in infra/.env" in refused.stderr, (weak, refused.stderr)

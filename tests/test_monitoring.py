@@ -38,7 +38,7 @@ def test_hourly_statistics_come_from_the_rows(store):
     assert [(r["source"], r["frames"]) for r in hourly] == [("line-1", 30)] * 6 + [("line-2", 20)] * 6
     assert {s: line["frames"] for s, line in lines.items()} == {"line-1": 180, "line-2": 120}
     assert lines["line-2"]["off_object_share"] > lines["line-1"]["off_object_share"] + 0.3
-    crack = {r["source"]: r["frames"] for r in mix if r["class"] == "crack"}
+    crack = {r["source"]: r["frames"] for r in mix if r["class"] == simulate.CLASSES[0]}
     assert crack["line-2"] > 0.35 * 120 and crack["line-1"] < 0.3 * 180
     assert len(last_two) == 4  # the window cuts by each frame's time, not by file
     assert all(0 < r["confidence_p10"] <= r["confidence_median"] < 1 for r in hourly)

@@ -1,6 +1,7 @@
 """Stream scoring against a real S3 server over HTTP (moto's, on loopback) through the minio client."""
 
 import json
+from datetime import datetime
 import resource
 import struct
 import uuid
@@ -108,7 +109,7 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     rows = {r["key"]: r for r in table.to_pylist()}
     assert sorted(rows) == keys
     expected = {
-        "key", "hash", "source", "date", "width", "height", "scored_at", "model_version", "class", "probabilities", "confidence", "margin",
+        "key", "hash", "source", "date", "width", "height", "scored_at", "captured_at", "model_version", "class", "probabilities", "confidence", "margin",
         "entropy", "least_confidence", "background_attention", "branch_disagreement", "attention", "attention_h",
         "attention_w", "embedding_ref",
     }
@@ -117,7 +118,8 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     for i, key in enumerate(keys):
         np.testing.assert_allclose(rows[key]["probabilities"], direct["probabilities"][i], atol=1e-5)
         assert rows[key]["class"] == onnx_model.card.class_names[direct["probabilities"][i].argmax()]
-        assert rows[key]["source"] == "cam-a" and rows[key]["date"] == "2026-11-26"
+        assert (rows[key]["width"], rows[key]["height"]) == (16, 16)
+        assert datetime.fromisoformat(rows[key]["captured_at"]).tzinfo is not None  # when the frame landed: monitoring's clock
         assert (rows[key]["width"], rows[key]["height"]) == (16, 16)
     ref = rows[keys[3]]["embedding_ref"]
     path, index = ref.split("#")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
+import numpy as np
+
 from tqdm.auto import tqdm
 
 from attnloop.layout import CONTENT_TYPES, FrameKey, frame_key, frames_prefix, looks_like_frame, parse_frame_key
@@ -53,6 +55,36 @@ def iter_frames(store: Store, *, source: str | None = None, start_after: str | N
             yield listed.info.key, listed.parsed
 
 
+@dataclass(frozen=True)
+class Shift:
+    """A change of a line, for drift drills: ``exposure`` multiplies the pixel values (a lamp or
+    gain change), ``blur`` is a Gaussian's sigma in pixels (a camera out of focus), ``classes`` the
+    relative weight of each class in the line's output (a new defect mix; None: as the family)."""
+
+    exposure: float = 1.0
+    blur: float = 0.0
+    classes: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.exposure <= 0 or self.blur < 0:
+            raise ValueError(f"exposure must be positive and blur non-negative, got {self.exposure} and {self.blur}")
+        if self.classes is not None and (not self.classes or min(self.classes.values()) < 0 or max(self.classes.values()) <= 0):
+            raise ValueError(f"class weights must be non-negative with one positive, got {self.classes}")
+
+    @property
+    def changes_pixels(self) -> bool:
+        return self.exposure != 1.0 or self.blur > 0
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        out = image.astype(np.float32) * self.exposure
+        if self.blur > 0:
+            out = cv2.GaussianBlur(out, (0, 0), self.blur)
+            out = out.reshape(image.shape)
+        return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def simulate(
     store: Store,
     family: str,
@@ -63,6 +95,7 @@ def simulate(
     source: str | None = None,
     day: date | None = None,
     progress: bool = True,
+    shift: Shift | None = None,
 ) -> list[str]:
     """Write ``count`` frames of ``family``'s stream split; ``rate`` frames per second (None: as fast as possible).
 
@@ -70,7 +103,36 @@ def simulate(
     second run adds frames. Returns the keys written.
     """
     stamp = datetime.now(timezone.utc).strftime("%H%M%S")
-    return list(write_stream(store, family, count=count, rate=rate, seed=seed, source=source, day=day, prefix=f"{stamp}-", progress=progress))
+    return list(write_stream(store, family, count=count, rate=rate, seed=seed, source=source, day=day, prefix=f"{stamp}-", progress=progress, shift=shift))
+
+
+def _shifted(spec, shift: Shift, *, seed: int, count: int) -> Iterator[tuple["Record", bytes]]:
+    """``count`` stream frames as ``shift`` changes them: classes kept with their weight's chance
+    (drawn further along the stream), pixels changed."""
+    from attnloop.datasets import stream_frames
+    from attnloop.datasets._family import encode
+    from attnloop.imaging import decode
+
+    weights = None
+    if shift.classes is not None:
+        unknown = set(shift.classes) - set(spec.classes)
+        if unknown:
+            raise ValueError(f"unknown classes {sorted(unknown)} for {spec.name}; its classes: {', '.join(spec.classes)}")
+        top = max(shift.classes.values())
+        weights = {c: shift.classes.get(c, 0.0) / top for c in spec.classes}
+    rng = np.random.default_rng([seed, 7])
+    made = 0
+    for record, data in stream_frames(spec, seed=seed, count=count * 50):
+        if weights is not None and rng.random() >= weights[record.label]:
+            continue
+        if shift.changes_pixels:
+            image = decode(data, name=record.image)
+            data = encode(shift.apply(image), spec.extension)
+        yield record, data
+        made += 1
+        if made == count:
+            return
+    raise ValueError(f"the class weights {shift.classes} keep too few frames of {spec.name}'s stream")
 
 
 def write_stream(
@@ -84,10 +146,11 @@ def write_stream(
     rate: float | None = None,
     prefix: str = "",
     progress: bool = False,
+    shift: Shift | None = None,
 ) -> dict[str, Record]:
-    """Write ``count`` frames of ``family``'s stream split (ids ``<prefix>s<seed>-<n>``) and return
-    their ground truth by object key (each record's ``image`` is the key): what a simulated
-    annotator knows."""
+    """Write ``count`` frames of ``family``'s stream split (ids ``<prefix>s<seed>-<n>``), changed by
+    ``shift`` where given, and return their ground truth by object key (each record's ``image`` is
+    the key): what a simulated annotator knows."""
     from attnloop.datasets import FAMILIES, Record, stream_frames
 
     if family not in FAMILIES:
@@ -100,7 +163,7 @@ def write_stream(
     day = day or datetime.now(timezone.utc).date()
     truth: dict[str, Record] = {}
     start = time.monotonic()
-    frames = stream_frames(spec, seed=seed, count=count)
+    frames = stream_frames(spec, seed=seed, count=count) if shift is None else _shifted(spec, shift, seed=seed, count=count)
     for i, (record, data) in enumerate(tqdm(frames, total=count, desc="frames", disable=not progress)):
         key = frame_key(source or family, day, f"{prefix}s{seed}-{i:06d}", spec.extension)
         store.put(key, data, content_type=CONTENT_TYPES.get(spec.extension, "application/octet-stream"))

@@ -99,3 +99,30 @@ def read(store: Store, version: str) -> Reference | None:
         embeddings=embeddings,
         meta=meta,
     )
+
+
+def from_rows(store: Store, version: str, *, start, end, sources=None) -> dict:
+    """A reference period instead of a holdout: ``version``'s own scoring rows of ``sources``
+    (every line's without) landed in ``[start, end)`` — a known-good stretch of production, for a
+    line whose images the holdout does not represent (another camera, another plant)."""
+    from attnloop.monitoring.stats import Window, open_rows
+
+    window = Window(start, end)
+    with open_rows(store, window, sources=sources) as rows:
+        records = rows.query(
+            f"""SELECT key, "{scores.CLASS}" AS class, confidence, background_attention, embedding_ref FROM rows
+               WHERE t >= ? AND t < ? AND model_version = ? ORDER BY key""",
+            [*window.bounds(), version],
+        )
+    if not records:
+        raise LookupError(f"no frames scored by model version {version} between {start} and {end}; nothing to make a reference of")
+    embeddings = scores.read_embeddings(store, [r["embedding_ref"] for r in records])
+    rows_out = [
+        scores.ScoreRow(
+            key=r["key"], hash="", width=0, height=0, predicted=r["class"], source=SOURCE, model_version=version, confidence=r["confidence"],
+            signals={"background_attention": r["background_attention"]} if r["background_attention"] is not None else {},
+        ).to_record()
+        for r in records
+    ]
+    return save(store, version, rows_out, embeddings, period={"start": window.start.isoformat(), "end": window.end.isoformat()},
+                sources=sorted(sources) if sources else "every line")

@@ -72,14 +72,20 @@ def _line_drift(rows: Rows, store: Store, window: Window, line: dict, ref: refer
     return figures
 
 
-def monitor(store: Store, *, thresholds: Thresholds = Thresholds(), window: Window | None = None, page: str | None = None, seed: int = 0) -> dict:
-    """Run once over ``window`` (the last ``thresholds.window_hours`` without) and return the report."""
+def monitor(
+    store: Store, *, thresholds: Thresholds = Thresholds(), window: Window | None = None, page: str | None = None, seed: int = 0,
+    trends: Window | None = None,
+) -> dict:
+    """Run once over ``window`` (the last ``thresholds.window_hours`` without) and return the report;
+    its hourly trends span ``trends`` (a longer window for the page; default: ``window``)."""
     window = window or Window.last(thresholds.window_hours)
+    trends = trends or window
     references: dict[str, reference.Reference | None] = {}
     lines, alerts = [], []
-    with open_rows(store, window) as rows:
-        hourly = rows.summary(window, bucket="hour")
-        for line in rows.lines(window):
+    with open_rows(store, Window(min(window.start, trends.start), max(window.end, trends.end))) as rows:
+        seen = rows.overview(trends, bucket="hour")
+        tested = seen["lines"] if trends == window else rows.lines(window)
+        for line in tested:
             version = line["model_version"]
             entry = {k: _jsonable(v) for k, v in line.items()}
             entry["figures"], entry["status"] = [], "ok"
@@ -93,6 +99,10 @@ def monitor(store: Store, *, thresholds: Thresholds = Thresholds(), window: Wind
                     entry["status"] = f"no drift reference for model version {version}: run `attnloop monitor reference`"
                 else:
                     entry["figures"] = [f.to_dict() for f in _line_drift(rows, store, window, line, ref, thresholds, seed)]
+                    entry["reference"] = {
+                        "frames": len(ref.classes), "confidence_median": float(np.median(ref.confidence)),
+                        "off_object_share": float(ref.off_object.mean()),
+                    }
             lines.append(entry)
     bad = quarantined(store, window)
     for entry in lines:
@@ -120,10 +130,12 @@ def monitor(store: Store, *, thresholds: Thresholds = Thresholds(), window: Wind
         "run_id": f"{now.strftime('%H%M%S')}-{uuid.uuid4().hex[:8]}",
         "at": now.isoformat(),
         "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+        "trends": {"start": trends.start.isoformat(), "end": trends.end.isoformat()},
         "thresholds": asdict(thresholds),
         "lines": lines,
         "alerts": alerts,
-        "hourly": [{k: _jsonable(v) for k, v in row.items()} for row in hourly],
+        "hourly": [{k: _jsonable(v) for k, v in row.items()} for row in seen["hourly"]],
+        "mix": [{k: _jsonable(v) for k, v in row.items()} for row in seen["mix"]],
     }
 
 

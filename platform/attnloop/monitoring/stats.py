@@ -22,7 +22,13 @@ from attnloop.scoring import OFF_OBJECT
 from attnloop.storage import Store
 
 COLUMNS = ("key", "source", "date", "scored_at", "captured_at", "model_version", scores.CLASS, "confidence", "margin", "background_attention", "embedding_ref")
-BUCKETS = {"hour": "1 hour", "day": "1 day"}
+BUCKETS = {"hour": ("13", "':00:00+00:00'"), "day": ("10", "'T00:00:00+00:00'")}  # ISO text prefix → its bucket's start
+
+
+def _bucket(bucket: str) -> str:
+    """A row's time bucket from its ISO text (no per-row time parsing), as a TIMESTAMPTZ."""
+    width, rest = BUCKETS[bucket]
+    return f"CAST(substr(t, 1, {width}) || {rest} AS TIMESTAMPTZ)"
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class Window:
     def last(cls, hours: float, *, end: datetime | None = None) -> "Window":
         end = (end or datetime.now(timezone.utc)).astimezone(timezone.utc)
         return cls(end - timedelta(hours=hours), end)
+
+    def bounds(self) -> list[str]:
+        """The window as the rows spell times (ISO, UTC, milliseconds): text compares in time order."""
+        return [t.astimezone(timezone.utc).isoformat(timespec="milliseconds") for t in (self.start, self.end)]
 
     def days(self) -> set[str]:
         """Every day the window touches, as ``yyyy-mm-dd`` (a scores file's day)."""
@@ -87,7 +97,8 @@ class Rows:
         newest = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY scored_at DESC) = 1" if len(versions) > 1 else ""
         self.con.execute(
             f"""CREATE VIEW rows AS SELECT * EXCLUDE (captured_at, scored_at),
-                   coalesce(TRY_CAST(captured_at AS TIMESTAMPTZ), TRY_CAST(scored_at AS TIMESTAMPTZ)) AS frame_time,
+                   coalesce(captured_at, scored_at) AS t,
+                   TRY_CAST(coalesce(captured_at, scored_at) AS TIMESTAMPTZ) AS frame_time,
                    background_attention > {OFF_OBJECT} AS off_object, scored_at
                FROM score_files {newest}"""
         )
@@ -114,7 +125,7 @@ class Rows:
         if bucket not in BUCKETS:
             raise ValueError(f"unknown bucket {bucket!r}; valid: {', '.join(BUCKETS)}")
         return self.query(
-            f"""SELECT source, time_bucket(INTERVAL '{BUCKETS[bucket]}', frame_time) AS bucket, model_version,
+            f"""SELECT source, {_bucket(bucket)} AS bucket, model_version,
                    count(*) AS frames,
                    avg(confidence) AS confidence_mean,
                    quantile_cont(confidence, 0.1) AS confidence_p10,
@@ -123,27 +134,70 @@ class Rows:
                    quantile_cont(1 - margin, 0.5) AS margin_median,
                    avg(off_object::DOUBLE) AS off_object_share,
                    count(*) FILTER (WHERE confidence < 0.5) AS low_confidence
-               FROM rows WHERE frame_time >= ? AND frame_time < ?
+               FROM rows WHERE t >= ? AND t < ?
                GROUP BY ALL ORDER BY source, bucket, model_version""",
-            [window.start, window.end],
+            window.bounds(),
         )
+
+    def overview(self, window: Window, *, bucket: str = "hour") -> dict[str, list[dict]]:
+        """In one scan of the rows: ``hourly`` (as :meth:`summary`), ``mix`` (as :meth:`class_mix`)
+        and ``lines`` (as :meth:`lines`): what a monitor run and the page draw."""
+        width, rest = BUCKETS[bucket]
+        groups = self.query(
+            f"""SELECT source, substr(t, 1, {width}) AS bucket, model_version,
+                   count(*) AS frames,
+                   avg(confidence) AS confidence_mean,
+                   quantile_cont(confidence, [0.1, 0.5]) AS confidence_quantiles,
+                   avg(1 - margin) AS margin_mean,
+                   quantile_cont(1 - margin, 0.5) AS margin_median,
+                   avg(off_object::DOUBLE) AS off_object_share,
+                   count(*) FILTER (WHERE confidence < 0.5) AS low_confidence,
+                   histogram("{scores.CLASS}") AS classes,
+                   max(scored_at) AS scored_last, min(t) AS first, max(t) AS last
+               FROM rows WHERE t >= ? AND t < ?
+               GROUP BY ALL ORDER BY source, bucket, model_version""",
+            window.bounds(),
+        )
+        hourly, mix, lines = [], {}, {}
+        for g in groups:
+            start = datetime.fromisoformat(g["bucket"] + rest.strip("'"))
+            p10, median = g.pop("confidence_quantiles")
+            classes, scored_last, first, last = g.pop("classes"), g.pop("scored_last"), g.pop("first"), g.pop("last")
+            hourly.append({**g, "bucket": start, "confidence_p10": p10, "confidence_median": median})
+            for name, n in classes.items():
+                mix[(g["source"], start, name)] = mix.get((g["source"], start, name), 0) + n
+            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "newest": "", "first": first, "last": last})
+            line["frames"] += g["frames"]
+            line["off"] += g["off_object_share"] * g["frames"]
+            line["first"], line["last"] = min(line["first"], first), max(line["last"], last)
+            if scored_last and scored_last > line["newest"]:
+                line["newest"], line["model_version"] = scored_last, g["model_version"]
+        return {
+            "hourly": hourly,
+            "mix": [{"source": s, "bucket": b, "class": c, "frames": n} for (s, b, c), n in sorted(mix.items())],
+            "lines": [
+                {"source": x["source"], "frames": x["frames"], "model_version": x.get("model_version"), "first": datetime.fromisoformat(x["first"]),
+                 "last": datetime.fromisoformat(x["last"]), "off_object_share": x["off"] / x["frames"]}
+                for x in lines.values()
+            ],
+        }
 
     def class_mix(self, window: Window, *, bucket: str | None = "hour") -> list[dict]:
         """Frames per line (and time bucket) and predicted class."""
-        by = f"time_bucket(INTERVAL '{BUCKETS[bucket]}', frame_time)" if bucket else "NULL"
+        by = _bucket(bucket) if bucket else "NULL"
         return self.query(
             f"""SELECT source, {by} AS bucket, "{scores.CLASS}" AS class, count(*) AS frames
-               FROM rows WHERE frame_time >= ? AND frame_time < ? GROUP BY ALL ORDER BY source, bucket, class""",
-            [window.start, window.end],
+               FROM rows WHERE t >= ? AND t < ? GROUP BY ALL ORDER BY source, bucket, class""",
+            window.bounds(),
         )
 
     def lines(self, window: Window) -> list[dict]:
         """Per line over the whole window: frames, the newest model version, first and last frame time."""
         return self.query(
             """SELECT source, count(*) AS frames, arg_max(model_version, scored_at) AS model_version,
-                      min(frame_time) AS first, max(frame_time) AS last, avg(off_object::DOUBLE) AS off_object_share
-               FROM rows WHERE frame_time >= ? AND frame_time < ? GROUP BY source ORDER BY source""",
-            [window.start, window.end],
+                      CAST(min(t) AS TIMESTAMPTZ) AS first, CAST(max(t) AS TIMESTAMPTZ) AS last, avg(off_object::DOUBLE) AS off_object_share
+               FROM rows WHERE t >= ? AND t < ? GROUP BY source ORDER BY source""",
+            window.bounds(),
         )
 
     def values(self, window: Window, source: str, *, model_version: str | None = None, limit: int | None = None) -> dict[str, list]:
@@ -152,8 +206,8 @@ class Rows:
         version = "AND model_version = ?" if model_version else ""
         rows = self.query(
             f"""SELECT "{scores.CLASS}" AS class, confidence, off_object, embedding_ref FROM rows
-               WHERE frame_time >= ? AND frame_time < ? AND source = ? {version} ORDER BY frame_time DESC {f'LIMIT {int(limit)}' if limit else ''}""",
-            [window.start, window.end, source, *([model_version] if model_version else [])],
+               WHERE t >= ? AND t < ? AND source = ? {version} ORDER BY t DESC {f'LIMIT {int(limit)}' if limit else ''}""",
+            [*window.bounds(), source, *([model_version] if model_version else [])],
         )
         return {name: [r[name] for r in rows] for name in ("class", "confidence", "off_object", "embedding_ref")}
 
@@ -162,8 +216,8 @@ class Rows:
         return self.query(
             f"""SELECT key, source, model_version, "{scores.CLASS}" AS class, confidence, margin AS priority,
                       background_attention, frame_time
-               FROM rows WHERE frame_time >= ? AND frame_time < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
-            [window.start, window.end],
+               FROM rows WHERE t >= ? AND t < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
+            window.bounds(),
         )
 
 

@@ -10,7 +10,7 @@ variable                                default    an alert when, on one line ov
 ``ATTNLOOP_MONITOR_QUARANTINE_SHARE``   0.05       this share of the line's frames could not be scored
 ``ATTNLOOP_MONITOR_P_VALUE``            0.001      (every drift figure) and its test's p-value is below this
 ``ATTNLOOP_MONITOR_MIN_FRAMES``         50         (every figure) the line has at least this many frames in the window
-``ATTNLOOP_MONITOR_WINDOW_HOURS``       24         the window a monitor run looks at, ending now
+``ATTNLOOP_MONITOR_WINDOW_HOURS``       6          the window a monitor run tests, ending now (the page's trends span a day)
 ======================================  =========  ==============================================================
 
 A drift figure needs both its size and its significance: with a few hundred frames a small
@@ -33,7 +33,7 @@ class Thresholds:
     quarantine_share: float = 0.05
     p_value: float = 0.001
     min_frames: int = 50
-    window_hours: float = 24.0
+    window_hours: float = 6.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

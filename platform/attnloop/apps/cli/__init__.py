@@ -8,11 +8,11 @@ import argparse
 import logging
 import sys
 
-from attnloop.apps.cli import bench, data, demo, labelstudio, registry, stream, train
+from attnloop.apps.cli import bench, data, demo, labelstudio, monitor, registry, stream, train
 from attnloop.config import Settings
 from attnloop.storage import StoreUnavailable
 
-GROUPS = (data, train, bench, stream, labelstudio, registry, demo)
+GROUPS = (data, train, bench, stream, monitor, labelstudio, registry, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

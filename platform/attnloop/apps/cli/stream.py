@@ -9,10 +9,19 @@ from attnloop.config import Settings
 
 
 def cmd_stream_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.stream import simulate
+    from attnloop.stream import Shift, simulate
 
     store = settings.store(args.to)
-    keys = simulate(store, args.family, count=args.count, rate=args.rate, seed=args.seed, source=args.source)
+    shift = None
+    if args.exposure != 1.0 or args.blur or args.classes:
+        weights = None
+        if args.classes:
+            try:
+                weights = {name: float(weight) for name, _, weight in (part.partition("=") for part in args.classes.split(","))}
+            except ValueError:
+                raise ValueError(f"--classes is class=weight,…, e.g. hole=3,dirt=1; got {args.classes!r}") from None
+        shift = Shift(exposure=args.exposure, blur=args.blur, classes=weights)
+    keys = simulate(store, args.family, count=args.count, rate=args.rate, seed=args.seed, source=args.source, shift=shift)
     print(f"wrote {len(keys)} frames to {store.uri}/{keys[0].rsplit('/', 1)[0]}/")
     return 0
 
@@ -55,6 +64,9 @@ def add_commands(sub) -> None:
     sim.add_argument("--rate", type=float, default=None, help="frames per second (default: as fast as possible)")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--source", default=None, help="source name in the frame keys (default: the family)")
+    sim.add_argument("--exposure", type=float, default=1.0, help="multiply the pixel values (a drift drill: a lamp or gain change)")
+    sim.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels (a drift drill: a camera out of focus)")
+    sim.add_argument("--classes", default=None, help="class=weight,… : the line's class mix (a drift drill: a new defect mix)")
     sim.set_defaults(func=cmd_stream_simulate)
 
     sc = sub.add_parser("score", help="score every new frame in the store with ONNX Runtime, once per model version")
