@@ -22,13 +22,14 @@ counterexample takes the marked region from another image and keeps the rest, an
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attnloop.masks import Box, box_mask
 
 def map_target(edited: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
     """A human-edited attention map (H×W, uint8/uint16 or float in [0, 1]) at the map's resolution."""
