@@ -20,7 +20,7 @@ from attnloop.apps.localstack import STATE, Stack, start, stop
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "infra" / "check-secrets.sh"
-SECRET_NAMES = ("S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN")
+SECRET_NAMES = ("S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN", "GRAFANA_ADMIN_PASSWORD")
 # what infra/.env.example shipped before: compose started the whole stack on these
 SHIPPED_EXAMPLE = {
     "S3_ACCESS_KEY": "attnloop",
@@ -137,6 +137,7 @@ def good_values() -> dict[str, str]:
         "LABEL_STUDIO_PASSWORD": secrets.token_urlsafe(16),
         "LABEL_STUDIO_TOKEN": secrets.token_hex(20),
         "SERVING_TOKEN": secrets.token_hex(20),
+        "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
     }
 
 
@@ -145,10 +146,10 @@ def test_the_stack_refuses_the_example_values_it_once_shipped():
     assert out.returncode != 0
     lines = out.stderr.strip().splitlines()
     refused = {re.search(r"\b([A-Z0-9_]+) in infra/\.env", line)[1]: line for line in lines}
-    assert set(refused) == set(SECRET_NAMES)  # SERVING_TOKEN came later: that file has none, so it is empty
+    assert set(refused) == set(SECRET_NAMES)  # SERVING_TOKEN and GRAFANA_ADMIN_PASSWORD came later: that file has none, so they are empty
     assert all("nothing was started" in line for line in lines), out.stderr
     assert all("example" in refused[name] for name in SECRET_NAMES if name in SHIPPED_EXAMPLE), out.stderr
-    assert "is empty" in refused["SERVING_TOKEN"]
+    assert "is empty" in refused["SERVING_TOKEN"] and "is empty" in refused["GRAFANA_ADMIN_PASSWORD"]
     assert not any(SHIPPED_EXAMPLE[name] in out.stderr for name in SECRET_NAMES if name in SHIPPED_EXAMPLE), "the check never prints a secret"
 
 
