@@ -20,7 +20,7 @@ from attnloop.layout import frame_key
 from conftest import write_tiny_manifest
 
 PARTITIONS = [("line-1", "2026-11-25"), ("line-1", "2026-11-26"), ("line-2", "2026-11-26")]
-RUN_COLUMNS = {"scored_at", "embedding_ref"}  # differ between any two runs by design
+RUN_COLUMNS = {"scored_at", "captured_at", "embedding_ref"}  # differ between any two runs (and stores the frames were written to) by design
 BROKEN = b"\x89PNG\r\n\x1a\nnot really a png"
 
 
