@@ -78,10 +78,11 @@ def main() -> int:
             "",
             f"**The summary runs at {ratio:.2f}× the raw scan's rows per second** (the goal: at least 0.8×). Making the rows took {made:.0f} s.",
             "",
-            "The summary never loads the rows into Python: DuckDB scans the pyarrow dataset in place, reads only the",
-            "columns its query names, buckets time by the ISO text (no per-row time parsing) and aggregates in parallel,",
-            "class counts included (`histogram`), so the page's three views cost one scan. A frame scored by several model",
-            "versions adds a window function (only when the files span several versions).",
+            "The summary never loads the rows into Python: DuckDB's own Parquet reader scans the files in place (over S3",
+            "through the store's pyarrow client), reads only the columns its query names, buckets time by the ISO text",
+            "(no per-row time parsing) and aggregates in parallel, class counts included (`histogram`), so the page's three",
+            "views cost one scan. A frame scored by several model versions adds a window function (only when the files",
+            "span several versions).",
             "",
         ]
     )

@@ -18,10 +18,10 @@ from serving.metrics import router as metrics_router
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 SERVICES = {
-    "secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "label-studio", "serving",
-    "prometheus", "grafana",
+    "secrets-check", "objectstore", "buckets", "postgres", "mlflow", "prefect", "prefect-worker", "prefect-alerts", "monitor-page",
+    "label-studio", "serving", "prometheus", "grafana",
 }
-ONE_SHOT = {"secrets-check", "buckets"}
+ONE_SHOT = {"secrets-check", "buckets", "prefect-alerts"}
 SECRETS = {"S3_SECRET_KEY", "POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_TOKEN", "SERVING_TOKEN", "GRAFANA_ADMIN_PASSWORD"}
 
 

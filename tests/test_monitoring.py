@@ -170,3 +170,21 @@ def test_an_alert_reaches_the_webhook_through_prefect(store, monkeypatch):
     text = _Hook.received[0]["text"]
     assert "line-7" in text and "confidence_ks" in text and "crossed its threshold 0.2" in text and "frames/line-7/" in text
     assert json.loads(store.get(out["report"]))["alerts"][0]["source"] == "line-7"
+
+
+@pytest.mark.services
+def test_rows_in_s3_are_queried_in_place_as_in_a_folder(store, s3_endpoint):
+    """The same rows in a folder and in a bucket (over HTTP, through the store's pyarrow S3 client)
+    give the same figures."""
+    import uuid
+
+    from services import S3_KEY, S3_SECRET
+
+    bucket = open_store(f"s3://monitor-{uuid.uuid4().hex[:8]}/plant-a", endpoint=s3_endpoint, access_key=S3_KEY, secret_key=S3_SECRET, create=True)
+    start = END - timedelta(hours=3)
+    for target in (store, bucket):
+        simulate.write_line(target, "line-1", BASE, start=start, hours=3, per_hour=25, seed=5)
+    window = Window(start, END)
+    with stats.open_rows(store, window) as a, stats.open_rows(bucket, window) as b:
+        here, there = a.overview(window), b.overview(window)
+    assert here == there and sum(r["frames"] for r in there["hourly"]) == 75

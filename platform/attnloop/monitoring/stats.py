@@ -80,19 +80,11 @@ class Rows:
 
     def __init__(self, store: Store, keys: Sequence[str], *, threads: int | None = None) -> None:
         import duckdb
-        import pyarrow as pa
-        import pyarrow.dataset as ds
 
         self.store, self.keys = store, list(keys)
         self.con = duckdb.connect(config={"threads": threads} if threads else {})
         self.con.execute("SET TimeZone = 'UTC'")
-        wanted = scores.schema()
-        wanted = pa.schema([wanted.field(name) for name in COLUMNS])
-        if self.keys:
-            filesystem, paths = store.arrow_files(self.keys)
-            self.con.register("score_files", ds.dataset(paths, filesystem=filesystem, format="parquet", schema=wanted))
-        else:
-            self.con.register("score_files", wanted.empty_table())
+        self.con.execute(f"CREATE VIEW score_files AS {self._files()}")
         versions = {key.rsplit("/", 1)[-1].rsplit("-", 2)[0] for key in self.keys}  # part-<version>-<run>-<seq>.parquet
         newest = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY scored_at DESC) = 1" if len(versions) > 1 else ""
         self.con.execute(
@@ -102,6 +94,27 @@ class Rows:
                    background_attention > {OFF_OBJECT} AS off_object, scored_at
                FROM score_files {newest}"""
         )
+
+    def _files(self) -> str:
+        """The files as DuckDB reads them: its own Parquet reader (parallel, only the columns a query
+        names), over the store's filesystem (a folder directly; S3 through pyarrow's client, which
+        DuckDB sees as an fsspec filesystem). A column an older part lacks reads as null."""
+        import pyarrow.fs as pafs
+
+        wanted = scores.schema()
+        if not self.keys:
+            return "SELECT " + ", ".join(f"NULL::{_duck_type(wanted.field(c).type)} AS \"{c}\"" for c in COLUMNS) + " WHERE false"
+        filesystem, paths = self.store.arrow_files(self.keys)
+        if not isinstance(filesystem, pafs.LocalFileSystem):
+            self.con.register_filesystem(_StoreFS(filesystem))
+            paths = [f"attnloop-store://{p}" for p in paths]
+        listed = "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+        present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()}
+        columns = [
+            f'"{c}"' if c in present else f'NULL::{_duck_type(wanted.field(c).type)} AS "{c}"'
+            for c in COLUMNS
+        ]
+        return f"SELECT {', '.join(columns)} FROM read_parquet({listed}, union_by_name = true)"
 
     def close(self) -> None:
         self.con.close()
@@ -141,7 +154,9 @@ class Rows:
 
     def overview(self, window: Window, *, bucket: str = "hour") -> dict[str, list[dict]]:
         """In one scan of the rows: ``hourly`` (as :meth:`summary`), ``mix`` (as :meth:`class_mix`)
-        and ``lines`` (as :meth:`lines`): what a monitor run and the page draw."""
+        and ``lines`` (as :meth:`lines`, to the bucket: first and last are the first and last
+        buckets, the model version is the one that scored the newest bucket): what a monitor run
+        and the page draw."""
         width, rest = BUCKETS[bucket]
         groups = self.query(
             f"""SELECT source, substr(t, 1, {width}) AS bucket, model_version,
@@ -152,8 +167,7 @@ class Rows:
                    quantile_cont(1 - margin, 0.5) AS margin_median,
                    avg(off_object::DOUBLE) AS off_object_share,
                    count(*) FILTER (WHERE confidence < 0.5) AS low_confidence,
-                   histogram("{scores.CLASS}") AS classes,
-                   max(scored_at) AS scored_last, min(t) AS first, max(t) AS last
+                   histogram("{scores.CLASS}") AS classes
                FROM rows WHERE t >= ? AND t < ?
                GROUP BY ALL ORDER BY source, bucket, model_version""",
             window.bounds(),
@@ -162,22 +176,22 @@ class Rows:
         for g in groups:
             start = datetime.fromisoformat(g["bucket"] + rest.strip("'"))
             p10, median = g.pop("confidence_quantiles")
-            classes, scored_last, first, last = g.pop("classes"), g.pop("scored_last"), g.pop("first"), g.pop("last")
+            classes = g.pop("classes")
             hourly.append({**g, "bucket": start, "confidence_p10": p10, "confidence_median": median})
             for name, n in classes.items():
                 mix[(g["source"], start, name)] = mix.get((g["source"], start, name), 0) + n
-            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "newest": "", "first": first, "last": last})
+            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "first": start, "last": start})
             line["frames"] += g["frames"]
             line["off"] += g["off_object_share"] * g["frames"]
-            line["first"], line["last"] = min(line["first"], first), max(line["last"], last)
-            if scored_last and scored_last > line["newest"]:
-                line["newest"], line["model_version"] = scored_last, g["model_version"]
+            line["first"], line["last"] = min(line["first"], start), max(line["last"], start)
+            if start >= line["last"]:  # the version that scored the line's newest frames
+                line["model_version"] = g["model_version"]
         return {
             "hourly": hourly,
             "mix": [{"source": s, "bucket": b, "class": c, "frames": n} for (s, b, c), n in sorted(mix.items())],
             "lines": [
-                {"source": x["source"], "frames": x["frames"], "model_version": x.get("model_version"), "first": datetime.fromisoformat(x["first"]),
-                 "last": datetime.fromisoformat(x["last"]), "off_object_share": x["off"] / x["frames"]}
+                {"source": x["source"], "frames": x["frames"], "model_version": x.get("model_version"), "first": x["first"],
+                 "last": x["last"], "off_object_share": x["off"] / x["frames"]}
                 for x in lines.values()
             ],
         }
@@ -219,6 +233,27 @@ class Rows:
                FROM rows WHERE t >= ? AND t < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
             window.bounds(),
         )
+
+
+def _StoreFS(filesystem):
+    """pyarrow's S3 client as the fsspec filesystem ``attnloop-store://`` DuckDB reads through."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+
+    class StoreFS(ArrowFSWrapper):
+        protocol = "attnloop-store"
+
+        @classmethod
+        def _strip_protocol(cls, path):  # ``attnloop-store://bucket/key`` → ``bucket/key`` (the bucket is not a host)
+            path = path[0] if isinstance(path, list) else path
+            return path.split("://", 1)[-1].rstrip("/")
+
+    return StoreFS(filesystem)
+
+
+def _duck_type(arrow_type) -> str:
+    import pyarrow as pa
+
+    return "DOUBLE" if pa.types.is_floating(arrow_type) else "BIGINT" if pa.types.is_integer(arrow_type) else "VARCHAR"
 
 
 def open_rows(store: Store, window: Window | None = None, *, sources: Sequence[str] | None = None, threads: int | None = None) -> Rows:
