@@ -9,6 +9,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.tasks import exponential_backoff
 
 from attnloop.config import current
+from attnloop.priority import DEFAULT_RANKING
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -55,10 +56,11 @@ def push_candidates(model: str | None, top_k: int, max_open: int | None, store_u
 
 @flow(name="annotate", log_prints=True)
 def annotate(
-    model: str | None = None, top_k: int = 50, max_open: int | None = 500, store: str | None = None, ranking: str = "priority"
+    model: str | None = None, top_k: int = 50, max_open: int | None = 500, store: str | None = None, ranking: str = DEFAULT_RANKING
 ) -> dict:
-    """Push the ``top_k`` best frames not yet queued, by ``ranking``: ``priority`` (margin, best for a
-    few corrections) or ``hybrid`` (a diverse batch, best from about 50; docs/benchmarks/strategies.md)."""
+    """Push the ``top_k`` best frames not yet queued, by ``ranking``: ``coverage`` (the default: spread
+    over predicted classes and clusters, the benchmark's best with shortcut marks), ``priority``
+    (margin) or ``hybrid`` (a diverse batch; docs/benchmarks/strategies.md)."""
     pushed = push_candidates(model, top_k, max_open, store, ranking)
     get_run_logger().info("Label Studio project %s: %d tasks created, %d already queued, %d held back", *pushed.values())
     return pushed

@@ -194,10 +194,16 @@ def test_candidates_leave_out_queued_frames_and_hybrid_picks_a_spread_batch(stor
     scoring.score_store(store, onnx_model, model_version="3", batch_size=16, part_rows=25, progress=False)
     rows = scores.read_scores(store, model_version="3").to_pylist()
 
-    by_margin = ranked_candidates(store, "3")
+    by_margin = ranked_candidates(store, "3", ranking="priority")
     assert [c.key for c in by_margin] == [r["key"] for r in sorted(rows, key=lambda r: -r["margin"])]
     queued = {c.key for c in by_margin[:5]}
-    assert [c.key for c in ranked_candidates(store, "3", limit=5, exclude=queued)] == [c.key for c in by_margin[5:10]]
+    assert [c.key for c in ranked_candidates(store, "3", limit=5, exclude=queued, ranking="priority")] == [c.key for c in by_margin[5:10]]
+    # the default (coverage): every predicted class before a second frame of any, none queued twice
+    spread = ranked_candidates(store, "3", limit=4, exclude=queued)
+    classes = {r["class"] for r in rows if r["key"] not in queued}
+    assert len(spread) == 4 and not queued & {c.key for c in spread}
+    assert len({next(r["class"] for r in rows if r["key"] == c.key) for c in spread}) == min(4, len(classes))
+    assert len(ranked_candidates(store, "3")) == len(rows)  # no limit: every frame, in order
 
     batch = ranked_candidates(store, "3", limit=6, exclude=queued, ranking="hybrid")
     assert len({c.key for c in batch}) == 6 and not queued & {c.key for c in batch}
@@ -208,5 +214,5 @@ def test_candidates_leave_out_queued_frames_and_hybrid_picks_a_spread_batch(stor
 
     with pytest.raises(ValueError, match="give its size"):
         ranked_candidates(store, "3", ranking="hybrid")
-    with pytest.raises(ValueError, match="valid names: priority, hybrid"):
+    with pytest.raises(ValueError, match="valid names: coverage, priority, hybrid"):
         ranked_candidates(store, "3", ranking="newest")

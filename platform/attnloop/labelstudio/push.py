@@ -41,7 +41,7 @@ import numpy as np
 from attnloop import layout, scores
 from attnloop.labelstudio.project import iter_tasks
 from attnloop.labelstudio.results import SHORTCUT, SHORTCUT_LABEL, choices_result, rectangle_result
-from attnloop.priority import check_ranking, priority, ranks, select
+from attnloop.priority import DEFAULT_RANKING, check_ranking, priority, ranks, select
 from attnloop.scores import ScoreRow
 from attnloop.storage import LocalStore, Store
 
@@ -110,7 +110,7 @@ class PushInterrupted(RuntimeError):
 
 
 def ranked_candidates(
-    store: Store, model_version: str, *, limit: int | None = None, exclude: Collection[str] = (), ranking: str = "priority"
+    store: Store, model_version: str, *, limit: int | None = None, exclude: Collection[str] = (), ranking: str = DEFAULT_RANKING
 ) -> list[Candidate]:
     """The scored frames of a model version not in ``exclude`` (already queued), best first, as
     :func:`attnloop.priority.select` chooses them (``ranking``: one of :data:`attnloop.priority.RANKINGS`).
@@ -248,7 +248,7 @@ def push_scored(
     store: Store,
     model_version: str,
     limit: int | None = None,
-    ranking: str = "priority",
+    ranking: str = DEFAULT_RANKING,
     max_open: int | None = None,
     batch_size: int = 100,
     document_root: str | Path | None = None,

@@ -16,10 +16,11 @@ from attnloop.priority.signals import (
     priority,
     wrong_first,
 )
-from attnloop.priority.strategies import RANKINGS, STRATEGIES, Context, Pool, check_ranking, ranks, select
+from attnloop.priority.strategies import DEFAULT_RANKING, RANKINGS, STRATEGIES, Context, Pool, check_ranking, ranks, select
 
 __all__ = [
     "PRIORITY",
+    "DEFAULT_RANKING",
     "RANKINGS",
     "ROW_SIGNALS",
     "STRATEGIES",

@@ -131,7 +131,7 @@ def add_commands(subparsers) -> None:
     )
     ps.add_argument(
         "--ranking", choices=RANKINGS, default=RANKINGS[0],
-        help="priority: by margin (few corrections); hybrid: a diverse batch of --limit frames (50 and more)",
+        help="coverage (default): spread over predicted classes and embedding clusters; priority: by margin; hybrid: a diverse batch of --limit frames",
     )
     ps.add_argument("--max-open", type=int, default=None, help="keep at most this many tasks waiting for an annotator")
     ps.add_argument("--batch-size", type=int, default=100)
