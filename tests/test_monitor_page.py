@@ -38,6 +38,16 @@ def scored_lines(tmp_path_factory):
     write_stream(store, "mill", count=120, seed=2, source="line-b", shift=Shift(exposure=1.5, blur=1.5))
     score_store(store, model, model_version="1", overlays=8, progress=False)
     reference.build(store, model, "1", load_holdout(data, split="stream"))
+    # the champion the page shows, with its gate decision
+    from attnloop import registry
+    from attnloop.publish import register_run
+    from attnloop.training import save_run
+
+    client = registry.connect(settings.registry_uri)
+    version = register_run(client, name=settings.model_name, run_dir=save_run(root / "run", result, TrainConfig(), data="mill"),
+                           artifact_root=settings.artifact_root)
+    client.set_model_version_tag(settings.model_name, version, registry.TAG + "gate", "promote")
+    registry.promote(client, settings.model_name, version)
     return settings, store
 
 
@@ -83,6 +93,8 @@ def test_the_page_shows_the_drifted_line_in_a_browser(scored_lines):
         assert "alert" not in browser.find_element(By.ID, "line-line-a").get_attribute("class").split()
         banner = browser.find_element(By.ID, "alerts").text
         assert "line line-b" in banner and "line line-a" not in banner
+        models = browser.find_element(By.ID, "models").text
+        assert "Champion: version 1" in models and "1 (champion)" in models and "promote" in models
         overlays = browser.find_elements(By.CSS_SELECTOR, "#frames .frame img")
         assert overlays and all(browser.execute_script("return arguments[0].naturalWidth > 0", o) for o in overlays)
         shot = os.environ.get("ATTNLOOP_MONITOR_SCREENSHOT")  # docs/images/monitoring.png is made this way

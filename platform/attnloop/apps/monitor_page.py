@@ -126,6 +126,13 @@ def _figure_table(line: dict) -> str:
     return status + "<table><tr><th>figure</th><th>value</th><th>threshold</th><th>p-value</th><th>what moved</th><th></th></tr>" + "".join(rows) + "</table>"
 
 
+def _tested(line: dict) -> str:
+    if "tested" not in line:
+        return ""
+    start, end = (datetime.fromisoformat(line["tested"][k]) for k in ("start", "end"))
+    return f" (frames of {start:%H:%M} → {end:%H:%M} UTC)"
+
+
 def _thumbnail(store, row: dict) -> str:
     """The frame's attention overlay (as scored), else the frame itself, inlined."""
     for key in (layout.overlay_key(row["model_version"], row["key"]), row["key"]):
@@ -178,7 +185,7 @@ def _registry(settings: Settings) -> tuple[str, list[dict]]:
         tags = {k.removeprefix(registry.TAG): value for k, value in (v.tags or {}).items()}
         history.append(
             {"version": v.version, "gate": tags.get("gate", "not gated"), "at": tags.get("gate.at", ""), "reasons": tags.get("gate.reasons", ""),
-             "champion": v.version == champion, "promoted_at": tags.get("promoted_at", "")}
+             "champion": str(v.version) == champion, "promoted_at": tags.get("promoted_at", "")}
         )
     return (f"version {champion}" if champion else "no champion yet"), history
 
@@ -199,7 +206,7 @@ def render(settings: Settings, *, hours: float | None = None, now: datetime | No
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>attnloop monitoring</title><style>{STYLE}</style></head><body>",
         f"<header><h1>attnloop — production monitoring</h1><p>trends {window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M} UTC · "
-        f"drift and alerts over the last {thresholds.window_hours:g} h · "
+        f"drift tested on each line's last hours (up to {thresholds.window_hours:g} h) · "
         f"{len(report['lines'])} lines · champion {html.escape(champion)} · generated {datetime.now(timezone.utc):%H:%M:%S} UTC</p></header><main>",
     ]
     if report["alerts"]:
@@ -218,7 +225,7 @@ def render(settings: Settings, *, hours: float | None = None, now: datetime | No
             f'<h2>{html.escape(source)}</h2><p class="muted">{line["frames"]} frames · model version {html.escape(str(line["model_version"]))} · '
             f"not scorable: {html.escape(lost)}</p>"
             f'<img class="plot" alt="trends of {html.escape(source)}" src="{plot}">'
-            f"<h3>Drift against the reference (last {thresholds.window_hours:g} h)</h3>{_figure_table(line)}</section>"
+            f"<h3>Drift against the reference{_tested(line)}</h3>{_figure_table(line)}</section>"
         )
     cards = []
     for r in top:

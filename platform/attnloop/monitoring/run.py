@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _recent(rows: Rows, window: Window, source: str, thresholds: Thresholds) -> Window:
+    """The line's test window: the last whole hours, as few as hold ``min_frames`` frames (a busy
+    line is tested on its last hour, so a drift alerts at the first run after it began; a quiet one
+    on more hours), at most the whole ``window``."""
+    hours = max(1, int(np.ceil((window.end - window.start).total_seconds() / 3600)))
+    starts = [max(window.start, window.end - timedelta(hours=k)) for k in range(1, hours + 1)]
+    counts = rows.query(
+        "SELECT " + ", ".join(f"count(*) FILTER (WHERE t >= ?) AS h{k}" for k in range(len(starts)))
+        + " FROM rows WHERE source = ? AND t >= ? AND t < ?",
+        [*[Window(t, window.end).bounds()[0] for t in starts], source, *window.bounds()],
+    )[0]
+    for k, start in enumerate(starts):
+        if counts[f"h{k}"] >= thresholds.min_frames:
+            return Window(start, window.end)
+    return window
+
+
 def _line_drift(rows: Rows, store: Store, window: Window, line: dict, ref: reference.Reference, thresholds: Thresholds, seed: int) -> list[drift.Figure]:
     values = rows.values(window, line["source"], model_version=line["model_version"], limit=VALUES_LIMIT)
     refs = [r for r in values["embedding_ref"] if r][: drift.MAX_EMBEDDINGS]
@@ -98,7 +115,9 @@ def monitor(
                 if ref is None:
                     entry["status"] = f"no drift reference for model version {version}: run `attnloop monitor reference`"
                 else:
-                    entry["figures"] = [f.to_dict() for f in _line_drift(rows, store, window, line, ref, thresholds, seed)]
+                    recent = _recent(rows, window, line["source"], thresholds)
+                    entry["tested"] = {"start": recent.start.isoformat(), "end": recent.end.isoformat()}
+                    entry["figures"] = [f.to_dict() for f in _line_drift(rows, store, recent, line, ref, thresholds, seed)]
                     entry["reference"] = {
                         "frames": len(ref.classes), "confidence_median": float(np.median(ref.confidence)),
                         "off_object_share": float(ref.off_object.mean()),

@@ -10,7 +10,8 @@ variable                                default    an alert when, on one line ov
 ``ATTNLOOP_MONITOR_QUARANTINE_SHARE``   0.05       this share of the line's frames could not be scored
 ``ATTNLOOP_MONITOR_P_VALUE``            0.001      (every drift figure) and its test's p-value is below this
 ``ATTNLOOP_MONITOR_MIN_FRAMES``         50         (every figure) the line has at least this many frames in the window
-``ATTNLOOP_MONITOR_WINDOW_HOURS``       6          the window a monitor run tests, ending now (the page's trends span a day)
+``ATTNLOOP_MONITOR_WINDOW_HOURS``       6          the longest window a monitor run tests, ending now: each line is tested on its last
+                                                   hours, as few as hold ``MIN_FRAMES`` frames (a busy line: the last hour)
 ======================================  =========  ==============================================================
 
 A drift figure needs both its size and its significance: with a few hundred frames a small
