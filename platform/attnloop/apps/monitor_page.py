@@ -75,7 +75,7 @@ def _trend_plot(source: str, hourly: list[dict], mix: list[dict], line: dict, th
     axes[0].set_title("frames per hour", fontsize=10)
     axes[1].plot(t, [r["confidence_median"] for r in mine], marker=".", label="median")
     axes[1].plot(t, [r["confidence_p10"] for r in mine], marker=".", label="10th percentile")
-    axes[1].plot(t, [r["margin_median"] for r in mine], marker=".", label="margin (median)")
+    axes[1].plot(t, [r["margin_mean"] for r in mine], marker=".", label="margin (mean)")
     reference = line.get("reference")
     if reference:
         axes[1].axhline(reference["confidence_median"], color="grey", linestyle="--", linewidth=1, label="reference median")
