@@ -31,14 +31,18 @@ def test_hourly_statistics_come_from_the_rows(store):
     simulate.write_line(store, "line-1", BASE, start=start, hours=6, per_hour=30, seed=1)
     simulate.write_line(store, "line-2", BASE.drifted(off_object=0.6, mix=(5, 1, 1, 1, 1, 1)), start=start, hours=6, per_hour=20, seed=2)
     with stats.open_rows(store, Window(start, END)) as rows:
-        hourly = rows.summary(Window(start, END))
+        seen = rows.overview(Window(start, END))
         lines = {line["source"]: line for line in rows.lines(Window(start, END))}
-        mix = rows.class_mix(Window(start, END), bucket=None)
-        last_two = rows.summary(Window(END - timedelta(hours=2), END))
+        last_two = rows.overview(Window(END - timedelta(hours=2), END))["hourly"]
+    hourly = seen["hourly"]
     assert [(r["source"], r["frames"]) for r in hourly] == [("line-1", 30)] * 6 + [("line-2", 20)] * 6
     assert {s: line["frames"] for s, line in lines.items()} == {"line-1": 180, "line-2": 120}
+    assert {x["source"]: (x["frames"], x["model_version"]) for x in seen["lines"]} == {"line-1": (180, "1"), "line-2": (120, "1")}
     assert lines["line-2"]["off_object_share"] > lines["line-1"]["off_object_share"] + 0.3
-    crack = {r["source"]: r["frames"] for r in mix if r["class"] == simulate.CLASSES[0]}
+    crack = {}
+    for r in seen["mix"]:
+        if r["class"] == simulate.CLASSES[0]:
+            crack[r["source"]] = crack.get(r["source"], 0) + r["frames"]
     assert crack["line-2"] > 0.35 * 120 and crack["line-1"] < 0.3 * 180
     assert len(last_two) == 4  # the window cuts by each frame's time, not by file
     assert all(0 < r["confidence_p10"] <= r["confidence_median"] < 1 for r in hourly)

@@ -22,13 +22,7 @@ from attnloop.scoring import OFF_OBJECT
 from attnloop.storage import Store
 
 COLUMNS = ("key", "source", "date", "scored_at", "captured_at", "model_version", scores.CLASS, "confidence", "margin", "background_attention", "embedding_ref")
-BUCKETS = {"hour": ("13", "':00:00+00:00'"), "day": ("10", "'T00:00:00+00:00'")}  # ISO text prefix → its bucket's start
-
-
-def _bucket(bucket: str) -> str:
-    """A row's time bucket from its ISO text (no per-row time parsing), as a TIMESTAMPTZ."""
-    width, rest = BUCKETS[bucket]
-    return f"CAST(substr(t, 1, {width}) || {rest} AS TIMESTAMPTZ)"
+BUCKETS = {"hour": (13, ":00:00+00:00"), "day": (10, "T00:00:00+00:00")}  # ISO text prefix length → what makes it its bucket's start
 
 
 @dataclass(frozen=True)
@@ -100,6 +94,7 @@ class Rows:
         """The files as DuckDB reads them: its own Parquet reader (parallel, only the columns a query
         names), over the store's filesystem (a folder directly; S3 through pyarrow's client, which
         DuckDB sees as an fsspec filesystem). A column an older part lacks reads as null."""
+        import duckdb
         import pyarrow.fs as pafs
 
         wanted = scores.schema()
@@ -114,9 +109,8 @@ class Rows:
         try:  # every part written since rows had every column: nothing to look up
             self.con.execute(f"SELECT {every} FROM read_parquet({listed}, union_by_name = true) LIMIT 0")
             return f"SELECT {every} FROM read_parquet({listed}, union_by_name = true)"
-        except Exception as err:  # duckdb.BinderException: a column no part has (parts older than it)
-            if "not found" not in str(err).lower() and "binder" not in type(err).__name__.lower():
-                raise
+        except duckdb.BinderException:  # a column no part has (all parts older than it)
+            pass
         present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM read_parquet({listed}, union_by_name = true)").fetchall()}
         columns = [
             f'"{c}"' if c in present else f'NULL::{_duck_type(wanted.field(c).type)} AS "{c}"'
@@ -139,32 +133,15 @@ class Rows:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values)) for values in cursor.fetchall()]
 
-    def summary(self, window: Window, *, bucket: str = "hour") -> list[dict]:
-        """Per line, time bucket and model version: frames, confidence (mean, 10th percentile,
-        median), margin (top probability − runner-up: mean, median), the share of frames with the
-        attention off the object, and frames below 0.5 confidence."""
+    def overview(self, window: Window, *, bucket: str = "hour") -> dict[str, list[dict]]:
+        """What a monitor run and the page draw, in one scan of the rows: ``hourly`` — per line, time
+        bucket and model version: frames, confidence (mean, 10th percentile, median), margin mean
+        (1 − (top probability − runner-up)), the share of frames with the attention off the object
+        and frames below 0.5 confidence; ``mix`` — frames per line, bucket and predicted class;
+        ``lines`` — as :meth:`lines` to the bucket (first and last are buckets, the model version
+        the one that scored the newest bucket)."""
         if bucket not in BUCKETS:
             raise ValueError(f"unknown bucket {bucket!r}; valid: {', '.join(BUCKETS)}")
-        return self.query(
-            f"""SELECT source, {_bucket(bucket)} AS bucket, model_version,
-                   count(*) AS frames,
-                   avg(confidence) AS confidence_mean,
-                   quantile_cont(confidence, 0.1) AS confidence_p10,
-                   quantile_cont(confidence, 0.5) AS confidence_median,
-                   avg(1 - margin) AS margin_mean,
-                   quantile_cont(1 - margin, 0.5) AS margin_median,
-                   avg(off_object::DOUBLE) AS off_object_share,
-                   count(*) FILTER (WHERE confidence < 0.5) AS low_confidence
-               FROM rows WHERE t >= ? AND t < ?
-               GROUP BY ALL ORDER BY source, bucket, model_version""",
-            window.bounds(),
-        )
-
-    def overview(self, window: Window, *, bucket: str = "hour") -> dict[str, list[dict]]:
-        """In one scan of the rows: ``hourly`` (as :meth:`summary`), ``mix`` (as :meth:`class_mix`)
-        and ``lines`` (as :meth:`lines`, to the bucket: first and last are the first and last
-        buckets, the model version is the one that scored the newest bucket): what a monitor run
-        and the page draw."""
         width, rest = BUCKETS[bucket]
         # the class counts as one FILTER each (cheaper than a map per group): the classes seen first
         names = [r["class"] for r in self.query(f'SELECT DISTINCT "{scores.CLASS}" AS class FROM rows WHERE t >= ? AND t < ? ORDER BY 1', window.bounds())]
@@ -184,37 +161,26 @@ class Rows:
         groups.sort(key=lambda g: (g["source"], g["bucket"], str(g["model_version"])))
         hourly, mix, lines = [], {}, {}
         for g in groups:
-            start = datetime.fromisoformat(g["bucket"] + rest.strip("'"))
+            start = datetime.fromisoformat(g["bucket"] + rest)
             p10, median = g.pop("confidence_quantiles")
             classes = {name: g.pop(f"class {i}") for i, name in enumerate(names)}
             hourly.append({**g, "bucket": start, "confidence_p10": p10, "confidence_median": median})
             for name, n in classes.items():
                 if n:
                     mix[(g["source"], start, name)] = mix.get((g["source"], start, name), 0) + n
-            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "first": start, "last": start})
+            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "first": start})
             line["frames"] += g["frames"]
             line["off"] += g["off_object_share"] * g["frames"]
-            line["first"], line["last"] = min(line["first"], start), max(line["last"], start)
-            if start >= line["last"]:  # the version that scored the line's newest frames
-                line["model_version"] = g["model_version"]
+            line["last"], line["model_version"] = start, g["model_version"]  # groups come in time order: the newest last
         return {
             "hourly": hourly,
             "mix": [{"source": s, "bucket": b, "class": c, "frames": n} for (s, b, c), n in sorted(mix.items())],
             "lines": [
-                {"source": x["source"], "frames": x["frames"], "model_version": x.get("model_version"), "first": x["first"],
+                {"source": x["source"], "frames": x["frames"], "model_version": x["model_version"], "first": x["first"],
                  "last": x["last"], "off_object_share": x["off"] / x["frames"]}
                 for x in lines.values()
             ],
         }
-
-    def class_mix(self, window: Window, *, bucket: str | None = "hour") -> list[dict]:
-        """Frames per line (and time bucket) and predicted class."""
-        by = _bucket(bucket) if bucket else "NULL"
-        return self.query(
-            f"""SELECT source, {by} AS bucket, "{scores.CLASS}" AS class, count(*) AS frames
-               FROM rows WHERE t >= ? AND t < ? GROUP BY ALL ORDER BY source, bucket, class""",
-            window.bounds(),
-        )
 
     def lines(self, window: Window) -> list[dict]:
         """Per line over the whole window: frames, the newest model version, first and last frame time."""
