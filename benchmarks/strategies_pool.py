@@ -32,6 +32,16 @@ CONDITIONS = {
     "marks": dict(strategies=("random", "margin", "coverage"), marks=True, propagation="auto"),
 }
 BUDGETS = (0, "0.5%", "1%", "2%", "5%", "all")
+_GPU = dict(
+    families=",".join(FAMILIES), conditions=",".join(CONDITIONS), strategies=None, budgets=",".join(map(str, BUDGETS)), size=1250,
+    pool_share=0.8, seeds=3, initial_epochs=30, retrain_epochs=10, retrain="finetune", rounds="1", deadline=3600.0,
+)
+PROFILES = {
+    "gpu": _GPU,
+    # the retraining recipes and the iterative mode on `mill` with marks, at the platform's ranking, small enough for two cores
+    "cpu": {**_GPU, "families": "mill", "conditions": "marks", "strategies": "coverage", "budgets": "2%,0,all", "size": 500, "seeds": 2,
+            "retrain": "finetune,head", "rounds": "1,2", "deadline": 3300.0},
+}
 
 
 def _strategies(args: argparse.Namespace, condition: str) -> dict:
@@ -50,6 +60,25 @@ def _parts(strategies: tuple[str, ...], budgets: tuple, split: bool) -> list[dic
     return ([dict(strategies=strategies[:1], budgets=fixed)] if fixed else []) + [dict(strategies=(s,), budgets=chosen) for s in strategies if chosen]
 
 
+def variants(retrains: str, rounds: str) -> list[tuple[str, dict]]:
+    """The retraining variants compared, one change at a time from the platform's (fine-tuning, one
+    round): each named by its change (``+head``, ``+scratch``, ``+rounds2``) for the condition's label.
+    From scratch trains as many epochs as the initial model."""
+    out = []
+    for retrain in retrains.split(","):
+        for count in (int(r) for r in rounds.split(",")):
+            if retrain != "finetune" and count != 1:
+                continue  # one change at a time
+            name = "".join(([f"+{retrain}"] if retrain != "finetune" else []) + ([f"+rounds{count}"] if count != 1 else []))
+            out.append((name, {"retrain": retrain, "rounds": count}))
+    return out
+
+
+def _budgets(budgets: tuple, change: dict) -> tuple:
+    """Rounds change only how a budget is chosen: budgets 0 and all are the single round's (the report borrows them)."""
+    return tuple(b for b in budgets if b not in (0, "all")) if change["rounds"] != 1 else budgets
+
+
 def _job(data: str, family: str, condition: str, seed: int, rows_path: str, options: dict) -> str:
     import torch
 
@@ -57,13 +86,16 @@ def _job(data: str, family: str, condition: str, seed: int, rows_path: str, opti
 
     torch.set_num_threads(1)
 
+    options = dict(options)
+    label = condition + options.pop("variant", "")
+
     def keep(row: dict) -> None:
         with open(rows_path, "a") as f:
-            f.write(json.dumps({"family": family, "condition": condition, **row}) + "\n")
+            f.write(json.dumps({"family": family, "condition": label, **row}) + "\n")
 
     started = time.perf_counter()
     bench.run(data, seeds=1, first_seed=seed, on_row=keep, progress=False, **{**CONDITIONS[condition], **options})
-    return f"{family} {condition} seed {seed}: {time.perf_counter() - started:.0f} s"
+    return f"{family} {label} seed {seed}: {time.perf_counter() - started:.0f} s"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,11 +117,13 @@ def run(args: argparse.Namespace) -> int:
     )
     # the platform's condition first: a run stopped at its deadline has measured it on every seed
     jobs = [
-        (name, condition, seed, {**options, **part})
+        (name, condition, seed, {**options, **part, **change, "variant": variant} | ({"retrain_epochs": args.initial_epochs} if change["retrain"] == "scratch" else {}))
         for condition in reversed(conditions)
+        for variant, change in variants(args.retrain, args.rounds)
         for seed in range(args.seeds)
         for name in args.families.split(",")
-        for part in _parts(_strategies(args, condition).get("strategies", CONDITIONS[condition]["strategies"]), budgets, args.split)
+        for part in _parts(_strategies(args, condition).get("strategies", CONDITIONS[condition]["strategies"]), _budgets(budgets, change), args.split)
+        if part["budgets"]
     ]
     os.environ["OMP_NUM_THREADS"] = "1"
     deadline = time.monotonic() + args.deadline
@@ -112,6 +146,10 @@ def report(args: argparse.Namespace) -> int:
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
         groups.setdefault((row.pop("family"), row.pop("condition")), []).append(row)
+    for (family, condition), part in groups.items():  # the iterative mode's budgets 0 and all are the single round's
+        if "+rounds" in condition and (family, condition.split("+rounds")[0]) in groups:
+            single = {(r["budget"], r["seed"]): r for r in groups[(family, condition.split("+rounds")[0])] if r["budget"] in (0, "all")}
+            part += [{**r, "strategy": s} for r in single.values() for s in dict.fromkeys(q["strategy"] for q in part)]
     for part in groups.values():  # rows of a split run: budgets 0 and all were measured once, for every strategy
         strategies = list(dict.fromkeys(r["strategy"] for r in part))
         shared = [r for r in part if r["budget"] in (0, "all")]
@@ -170,19 +208,24 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
     r.add_argument("--out", required=True)
-    r.add_argument("--families", default=",".join(FAMILIES))
-    r.add_argument("--conditions", default=",".join(CONDITIONS))
-    r.add_argument("--strategies", default=None, help="comma-separated (default: each condition's)")
-    r.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
-    r.add_argument("--size", type=int, default=1250, help="training images per family")
-    r.add_argument("--pool-share", type=float, default=0.8, help="the share of the training split held out as the pool")
-    r.add_argument("--seeds", type=int, default=3)
-    r.add_argument("--initial-epochs", type=int, default=30)
-    r.add_argument("--retrain-epochs", type=int, default=10)
+    r.add_argument("--profile", choices=sorted(PROFILES), default="gpu", help="defaults for the options below (an option given wins): "
+                   "gpu, the full comparison for a GPU machine; cpu, the platform's recipe against head-only retraining and two rounds "
+                   "on one family, under an hour on two CPU cores")
+    r.add_argument("--families")
+    r.add_argument("--conditions")
+    r.add_argument("--strategies", help="comma-separated (default: each condition's)")
+    r.add_argument("--budgets")
+    r.add_argument("--size", type=int, help="training images per family")
+    r.add_argument("--pool-share", type=float, help="the share of the training split held out as the pool")
+    r.add_argument("--seeds", type=int)
+    r.add_argument("--initial-epochs", type=int)
+    r.add_argument("--retrain-epochs", type=int)
+    r.add_argument("--retrain", help="comma-separated retraining recipes compared: finetune, head (the perception head only, DFR-style), scratch")
+    r.add_argument("--rounds", help="comma-separated round counts compared (the iterative mode), with fine-tuning")
     r.add_argument("--device", default="auto")
     r.add_argument("--jobs", type=int, default=os.cpu_count())
     r.add_argument("--split", action="store_true", help="one process per strategy (and one for budgets 0 and all): more, shorter jobs")
-    r.add_argument("--deadline", type=float, default=3600.0, help="seconds; the rows measured by then are kept")
+    r.add_argument("--deadline", type=float, help="seconds; the rows measured by then are kept")
     r.set_defaults(func=run)
     p = sub.add_parser("report")
     p.add_argument("--rows", required=True)
@@ -190,6 +233,10 @@ def main() -> int:
     p.add_argument("--command", required=True, help="the run command that made the rows, for the reports")
     p.set_defaults(func=report)
     args = parser.parse_args()
+    if args.command == "run":
+        for name, value in PROFILES[args.profile].items():
+            if getattr(args, name) is None:
+                setattr(args, name, value)
     return args.func(args)
 
 
