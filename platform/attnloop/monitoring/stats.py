@@ -1,10 +1,10 @@
 """The scoring rows summarised over time, per line (source) and hour or day, queried in place.
 
 The rows stay in their Parquet parts (:mod:`attnloop.scores`); the files a question needs are
-chosen from the listing (their keys carry the line and the day, :func:`attnloop.layout.score_file_of`),
-opened as one pyarrow dataset over the store's own filesystem (a folder, or S3 read by range
-requests) and aggregated by DuckDB, which reads only the columns a query names. Nothing is loaded
-into Python row by row.
+chosen from the listing (their keys carry the line and the day, :func:`attnloop.layout.score_file_of`)
+and read in place by DuckDB's own Parquet reader over the store's filesystem (a folder, or S3 by
+range requests through the store's pyarrow client), which reads only the columns a query names and
+aggregates in parallel. Nothing is loaded into Python row by row.
 
 A row's time is when its frame landed in the store (``captured_at``, the listing's time), else when
 it was scored (parts written before ``captured_at`` existed). A frame scored by several model
@@ -14,6 +14,7 @@ versions (a new champion scoring the history again) counts once, under its newes
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime, timedelta, timezone
 from typing import Sequence
 
@@ -74,23 +75,29 @@ class Rows:
 
     def __init__(self, store: Store, keys: Sequence[str], *, threads: int | None = None) -> None:
         import duckdb
+        import pyarrow.fs as pafs
 
         self.store, self.keys = store, list(keys)
-        self.con = duckdb.connect(config={"threads": threads} if threads else {})
+        filesystem, paths = store.arrow_files(self.keys)
+        local = isinstance(filesystem, pafs.LocalFileSystem)
+        # a folder store's rows are read through one process-wide database, each Rows its own session
+        # (its views its own; Parquet footers cached across sessions, parts never change); an S3 store
+        # gets a database of its own, for the filesystem it registers
+        self.con = _shared().cursor() if local and not threads else duckdb.connect(config={"threads": threads} if threads else {})
         self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute("SET enable_object_cache = true")  # Parquet footers read once per connection
-        self.con.execute(f"CREATE VIEW score_files AS {self._files()}")
+        self.con.execute("SET enable_object_cache = true")
+        self.con.execute(f"CREATE TEMP VIEW score_files AS {self._files(filesystem, paths)}")
         versions = {key.rsplit("/", 1)[-1].rsplit("-", 2)[0] for key in self.keys}  # part-<version>-<run>-<seq>.parquet
         newest = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY scored_at DESC) = 1" if len(versions) > 1 else ""
         self.con.execute(
-            f"""CREATE VIEW rows AS SELECT * EXCLUDE (captured_at, scored_at),
+            f"""CREATE TEMP VIEW rows AS SELECT * EXCLUDE (captured_at, scored_at),
                    coalesce(captured_at, scored_at) AS t,
                    TRY_CAST(coalesce(captured_at, scored_at) AS TIMESTAMPTZ) AS frame_time,
                    background_attention > {OFF_OBJECT} AS off_object, scored_at
                FROM score_files {newest}"""
         )
 
-    def _files(self) -> str:
+    def _files(self, filesystem, paths: list[str]) -> str:
         """The files as DuckDB reads them: its own Parquet reader (parallel, only the columns a query
         names), over the store's filesystem (a folder directly; S3 through pyarrow's client, which
         DuckDB sees as an fsspec filesystem). A column an older part lacks reads as null."""
@@ -98,9 +105,8 @@ class Rows:
         import pyarrow.fs as pafs
 
         wanted = scores.schema()
-        if not self.keys:
+        if not paths:
             return "SELECT " + ", ".join(f"NULL::{_duck_type(wanted.field(c).type)} AS \"{c}\"" for c in COLUMNS) + " WHERE false"
-        filesystem, paths = self.store.arrow_files(self.keys)
         if not isinstance(filesystem, pafs.LocalFileSystem):
             self.con.register_filesystem(_StoreFS(filesystem))
             paths = [f"attnloop-store://{p}" for p in paths]
@@ -210,6 +216,14 @@ class Rows:
                FROM rows WHERE t >= ? AND t < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
             window.bounds(),
         )
+
+
+@cache
+def _shared():
+    """The process's DuckDB database for folder stores (opening one costs more than a small query)."""
+    import duckdb
+
+    return duckdb.connect()
 
 
 def _StoreFS(filesystem):
