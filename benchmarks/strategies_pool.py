@@ -34,13 +34,14 @@ CONDITIONS = {
 BUDGETS = (0, "0.5%", "1%", "2%", "5%", "all")
 _GPU = dict(
     families=",".join(FAMILIES), conditions=",".join(CONDITIONS), strategies=None, budgets=",".join(map(str, BUDGETS)), size=1250,
-    pool_share=0.8, seeds=3, initial_epochs=30, retrain_epochs=10, retrain="finetune", rounds="1", deadline=3600.0,
+    pool_share=0.8, seeds=3, initial_epochs=30, retrain_epochs=10, retrain="finetune", rounds="1", variant_budgets=None, split=False, deadline=3600.0,
 )
 PROFILES = {
     "gpu": _GPU,
-    # the retraining recipes and the iterative mode on `mill` with marks, at the platform's ranking, small enough for two cores
-    "cpu": {**_GPU, "families": "mill", "conditions": "marks", "strategies": "coverage", "budgets": "2%,0,all", "size": 500, "seeds": 2,
-            "retrain": "finetune,head", "rounds": "1,2", "deadline": 3300.0},
+    # `mill` with marks, 500 images (a pool of 400): the platform's ranking against random at 2 % and 5 %, and head-only
+    # retraining and two rounds at 2 % with the platform's ranking; about 50 minutes on two CPU cores
+    "cpu": {**_GPU, "families": "mill", "conditions": "marks", "strategies": "coverage,random", "budgets": "2%,0,all,5%", "size": 500,
+            "retrain": "finetune,head", "rounds": "1,2", "variant_budgets": "2%,0,all", "split": True, "deadline": 3300.0},
 }
 
 
@@ -77,6 +78,17 @@ def variants(retrains: str, rounds: str) -> list[tuple[str, dict]]:
 def _budgets(budgets: tuple, change: dict) -> tuple:
     """Rounds change only how a budget is chosen: budgets 0 and all are the single round's (the report borrows them)."""
     return tuple(b for b in budgets if b not in (0, "all")) if change["rounds"] != 1 else budgets
+
+
+def _variant_part(args: argparse.Namespace, condition: str, variant: str, change: dict, budgets: tuple) -> tuple[tuple, tuple]:
+    """A variant's strategies and budgets: the condition's (the platform's recipe), or for another
+    recipe or round count the first strategy only and ``--variant-budgets`` where given."""
+    from attnloop.apps.bench import parse_budgets
+
+    strategies = tuple(_strategies(args, condition).get("strategies", CONDITIONS[condition]["strategies"]))
+    if not variant:
+        return strategies, budgets
+    return strategies[:1], _budgets(parse_budgets(args.variant_budgets) if args.variant_budgets else budgets, change)
 
 
 def _job(data: str, family: str, condition: str, seed: int, rows_path: str, options: dict) -> str:
@@ -122,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         for variant, change in variants(args.retrain, args.rounds)
         for seed in range(args.seeds)
         for name in args.families.split(",")
-        for part in _parts(_strategies(args, condition).get("strategies", CONDITIONS[condition]["strategies"]), _budgets(budgets, change), args.split)
+        for part in _parts(*_variant_part(args, condition, variant, change, budgets), args.split)
         if part["budgets"]
     ]
     os.environ["OMP_NUM_THREADS"] = "1"
@@ -222,9 +234,10 @@ def main() -> int:
     r.add_argument("--retrain-epochs", type=int)
     r.add_argument("--retrain", help="comma-separated retraining recipes compared: finetune, head (the perception head only, DFR-style), scratch")
     r.add_argument("--rounds", help="comma-separated round counts compared (the iterative mode), with fine-tuning")
+    r.add_argument("--variant-budgets", help="the budgets of the other recipes and round counts, measured with the first strategy only (default: --budgets)")
     r.add_argument("--device", default="auto")
     r.add_argument("--jobs", type=int, default=os.cpu_count())
-    r.add_argument("--split", action="store_true", help="one process per strategy (and one for budgets 0 and all): more, shorter jobs")
+    r.add_argument("--split", action="store_true", default=None, help="one process per strategy (and one for budgets 0 and all): more, shorter jobs")
     r.add_argument("--deadline", type=float, help="seconds; the rows measured by then are kept")
     r.set_defaults(func=run)
     p = sub.add_parser("report")
