@@ -11,6 +11,7 @@ one process on one machine (a ratio, not an absolute speed, is the result).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -63,7 +64,6 @@ def main() -> int:
                 raise AssertionError(f"{name} saw {n} rows of {written}")
         paired.append(took["raw"] / took["summary"])
     ratio = best["raw"] / best["summary"]
-    import statistics
     size = sum(Path(p).stat().st_size for p in paths)
     text = "\n".join(
         [

@@ -39,7 +39,7 @@ _GPU = dict(
 PROFILES = {
     "gpu": _GPU,
     # `mill` with marks, 500 images (a pool of 400): the platform's ranking against random at 2 % and 5 %, and head-only
-    # retraining and two rounds at 2 % with the platform's ranking; about 50 minutes on two CPU cores
+    # retraining and two rounds at 2 % with the platform's ranking; 49 minutes on two CPU cores
     "cpu": {**_GPU, "families": "mill", "conditions": "marks", "strategies": "coverage,random", "budgets": "2%,0,all,5%", "size": 500,
             "retrain": "finetune,head", "rounds": "1,2", "variant_budgets": "2%,0,all", "split": True, "deadline": 3300.0},
 }
@@ -61,17 +61,17 @@ def _parts(strategies: tuple[str, ...], budgets: tuple, split: bool) -> list[dic
     return ([dict(strategies=strategies[:1], budgets=fixed)] if fixed else []) + [dict(strategies=(s,), budgets=chosen) for s in strategies if chosen]
 
 
-def variants(retrains: str, rounds: str) -> list[tuple[str, dict]]:
+def variants(retrains: str, rounds: str, initial_epochs: int) -> list[tuple[str, dict]]:
     """The retraining variants compared, one change at a time from the platform's (fine-tuning, one
-    round): each named by its change (``+head``, ``+scratch``, ``+rounds2``) for the condition's label.
-    From scratch trains as many epochs as the initial model."""
+    round): each named by its change (``+head``, ``+scratch``, ``+rounds2``) for the condition's label,
+    with its options. From scratch trains as many epochs as the initial model."""
     out = []
     for retrain in retrains.split(","):
         for count in (int(r) for r in rounds.split(",")):
             if retrain != "finetune" and count != 1:
                 continue  # one change at a time
             name = "".join(([f"+{retrain}"] if retrain != "finetune" else []) + ([f"+rounds{count}"] if count != 1 else []))
-            out.append((name, {"retrain": retrain, "rounds": count}))
+            out.append((name, {"retrain": retrain, "rounds": count} | ({"retrain_epochs": initial_epochs} if retrain == "scratch" else {})))
     return out
 
 
@@ -129,9 +129,9 @@ def run(args: argparse.Namespace) -> int:
     )
     # the platform's condition first: a run stopped at its deadline has measured it on every seed
     jobs = [
-        (name, condition, seed, {**options, **part, **change, "variant": variant} | ({"retrain_epochs": args.initial_epochs} if change["retrain"] == "scratch" else {}))
+        (name, condition, seed, {**options, **part, **change, "variant": variant})
         for condition in reversed(conditions)
-        for variant, change in variants(args.retrain, args.rounds)
+        for variant, change in variants(args.retrain, args.rounds, args.initial_epochs)
         for seed in range(args.seeds)
         for name in args.families.split(",")
         for part in _parts(*_variant_part(args, condition, variant, change, budgets), args.split)

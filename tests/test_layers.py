@@ -166,29 +166,21 @@ def test_importing_the_library_outside_the_torch_layer_loads_no_torch():
     assert out.stdout.strip() == "[]", f"importing {len(modules)} modules loaded {out.stdout.strip()[:300]}"
 
 
-def _requirement_name(requirement: str) -> tuple[str, set[str]]:
-    """``dask[distributed]>=2024`` → (``dask``, {``distributed``}), the name normalized."""
-    import re
-
-    name, extras = re.match(r"\s*([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?", requirement).groups()
-    return re.sub(r"[-_.]+", "-", name).lower(), {e.strip() for e in (extras or "").split(",") if e.strip()}
-
-
-def _declared(*groups: str) -> set[str]:
-    """The distributions pyproject.toml names (``groups``: ``dependencies`` or an optional group), with
-    what their named extras bring (``dask[distributed]`` → ``distributed``)."""
+def _declared() -> set[str]:
+    """The distributions pyproject.toml's dependencies name, with what their named extras bring
+    (``dask[distributed]`` → ``distributed``), canonical names."""
     import importlib.metadata as md
     import tomllib
 
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = [r for g in groups for r in (project["dependencies"] if g == "dependencies" else project["optional-dependencies"][g])]
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
     names = set()
-    for requirement in requirements:
-        name, extras = _requirement_name(requirement)
-        names.add(name)
-        for needed in md.requires(name) or []:
-            if any(f'extra == "{e}"' in needed for e in extras):
-                names.add(_requirement_name(needed)[0])
+    for requirement in map(Requirement, tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]):
+        names.add(canonicalize_name(requirement.name))
+        for needed in map(Requirement, md.requires(requirement.name) or []):
+            if needed.marker and any(needed.marker.evaluate({"extra": extra}) for extra in requirement.extras):
+                names.add(canonicalize_name(needed.name))
     return names
 
 
@@ -196,16 +188,17 @@ def test_every_third_party_import_of_the_shipped_code_is_declared():
     """A fresh ``make setup`` installs only what pyproject.toml names: a module the library, the flows
     or the service import must come from a declared distribution, not one that another happens to pull in."""
     import importlib.metadata as md
-    import re
 
-    declared = _declared("dependencies")
+    from packaging.utils import canonicalize_name
+
+    declared = _declared()
     owners = md.packages_distributions()
     missing = {}
     for imp in IMPORTS:
         top = imp.target.split(".")[0]
         if top in sys.stdlib_module_names or top in ("attnloop", "flows", "serving"):
             continue
-        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in owners.get(top, [top])}
+        dists = {canonicalize_name(d) for d in owners.get(top, [top])}
         if not dists & declared:
             missing.setdefault(top, f"{imp.module}:{imp.line}")
     assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"

@@ -14,8 +14,8 @@ versions (a new champion scoring the history again) counts once, under its newes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Sequence
 
 from attnloop import layout, scores
