@@ -8,9 +8,10 @@ LS_STAMP := $(LS_VENV)/.installed
 
 .PHONY: setup browser demo test bench clean
 
-setup: $(STAMP) $(LS_STAMP) browser
+# setup installs what attnloop runs on; the demo needs nothing more (no browser, no apt).
+setup: $(STAMP) $(LS_STAMP)
 
-# The monitoring page's tests drive a real headless Chromium (Debian's packages; sudo when not root).
+# The page tests drive a real headless Chromium (Debian's packages; sudo when not root): only `make test` installs it.
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -32,7 +33,7 @@ $(LS_STAMP): infra/label-studio/requirements.txt
 demo: setup
 	$(VENV)/bin/attnloop demo
 
-test: setup
+test: setup browser
 	$(VENV)/bin/python -m pytest --durations=15
 
 bench: setup

@@ -23,8 +23,6 @@ interrupted benchmark resumes; the report is built from that file.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import statistics
 import sys
 import tempfile
@@ -32,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import emit, run_resumable
 
 VARIANTS = {
     "abn": dict(gate="residual", branch="last", mining_weight=0.0),
@@ -292,6 +292,16 @@ def report(rows: list[dict], args: argparse.Namespace, command: str) -> str:
     return "\n".join(lines)
 
 
+def describe(row: dict) -> str:
+    return (
+        f"{row['family']:13} rate {row['rate']:.2f} seed {row['seed']} {row['training']:9} {row['variant']:22} "
+        f"acc {row['accuracy']:.3f} in-box {row['attention_in_box'] or 0:.3f} ×area {row['wrong_reason_ratio']:.2f} "
+        f"pointing {row['pointing_on_flips'] if row['training'] == 'unguided' else row['pointing']:.2f} "
+        f"deletion {row['deletion_map']:.3f}/{row['deletion_random']:.3f}/{row['deletion_occlusion']:.3f} "
+        f"{row['train_seconds']:.0f} s"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
@@ -331,33 +341,8 @@ def main() -> int:
         for f in (args.families if float(rate) == 1.0 else args.subgroup_families).split(",")
         for v, t, s in plan(float(rate))
     ]
-    args.runs.parent.mkdir(parents=True, exist_ok=True)
-    done = {}
-    if args.runs.exists():
-        for line in args.runs.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[key(row)] = row
-    todo = [t for t in tasks if key(t) not in done]
-    print(f"{len(tasks)} runs, {len(tasks) - len(todo)} already in {args.runs}", flush=True)
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(max(1, args.jobs), maxtasksperchild=1) as pool, args.runs.open("a") as sink:
-        for row in pool.imap_unordered(run_one, todo):
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            done[key(row)] = row
-            print(
-                f"{row['family']:13} rate {row['rate']:.2f} seed {row['seed']} {row['training']:9} {row['variant']:22} "
-                f"acc {row['accuracy']:.3f} in-box {row['attention_in_box'] or 0:.3f} ×area {row['wrong_reason_ratio']:.2f} "
-                f"pointing {row['pointing_on_flips'] if row['training'] == 'unguided' else row['pointing']:.2f} "
-                f"deletion {row['deletion_map']:.3f}/{row['deletion_random']:.3f}/{row['deletion_occlusion']:.3f} "
-                f"{row['train_seconds']:.0f} s",
-                flush=True,
-            )
-    rows = [done[key(t)] for t in tasks]
+    rows = run_resumable(tasks, run_one, key=key, runs=args.runs, jobs=args.jobs, describe=describe)
     command = " ".join([".venv/bin/python benchmarks/faithfulness.py", *sys.argv[1:]])
-    from _common import emit
-
     return emit(report(rows, args, command), args.out)
 
 

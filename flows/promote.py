@@ -26,7 +26,8 @@ def run_gate(holdout: str, split: str, approval: bool) -> dict:
     settings = current()
     policy = dataclasses.replace(settings.gate, approval=settings.gate.approval or approval)
     decision, version, text = registry.gate(
-        registry.connect(settings.registry_uri), name=settings.model_name, holdout=load_holdout(holdout, split=split), policy=policy
+        registry.connect(settings.registry_uri), name=settings.model_name, holdout=load_holdout(holdout, split=split), policy=policy,
+        holdout_path=holdout, split=split,
     )
     create_markdown_artifact(text, key="gate-decision", description=f"gate on version {version}")
     return {"action": decision.action, "version": version, "reasons": decision.reasons}
@@ -34,17 +35,16 @@ def run_gate(holdout: str, split: str, approval: bool) -> dict:
 
 @task
 def store_reference(holdout: str, split: str, version: str) -> dict:
-    """The new champion's drift reference (a model change starts a new one): its holdout, scored once."""
-    import tempfile
-
+    """The new champion's drift reference (a model change starts a new one): its holdout, scored once.
+    A promotion may come before the first frames, so it makes the store if there is none yet."""
     from attnloop import registry
     from attnloop.holdout import load_holdout
-    from attnloop.monitoring import reference
 
     settings = current()
-    with tempfile.TemporaryDirectory() as tmp:
-        model, _ = registry.open_source(registry.model_uri(settings.model_name, version=version), registry_uri=settings.registry_uri, dst=tmp)
-        return reference.build(settings.store(), model, version, load_holdout(holdout, split=split))
+    return registry.write_reference(
+        registry.connect(settings.registry_uri), settings.store(create=True), name=settings.model_name, version=version,
+        holdout=load_holdout(holdout, split=split), threads=settings.threads,
+    )
 
 
 @task

@@ -13,6 +13,9 @@ Routes: ``GET /health`` (ready: 503 until a model is loaded), ``GET /live`` (the
 for liveness probes, which must not restart a server that is only waiting for a champion), ``GET /model``, ``POST /predict`` (image bytes, or JSON ``{"key": ...}``
 naming an object in the store), ``POST /admin/reload``, ``GET /metrics`` (Prometheus; :mod:`serving.metrics`) and the Label Studio ML backend under ``/ls``.
 
+Registry errors on ``/health``, ``/model`` and in the log carry no credentials
+(:func:`attnloop.redact.redact`).
+
 ``/ls`` and ``/admin`` need the serving token ``ATTNLOOP_SERVING_TOKEN`` (a bearer token, or basic
 auth with the token as password, which is what Label Studio sends); without one configured they
 are off and answer 503 saying so (:mod:`serving.auth`). Keys are read from the store with the byte
@@ -41,6 +44,7 @@ from attnloop.config import Settings
 from attnloop.imaging import ImageError, Limits
 from attnloop.priority import frame_signals
 from attnloop.proposals import attention_box
+from attnloop.redact import redact
 from attnloop.registry import champion_uri, file_version, parse_source
 from attnloop.runtime import OnnxModel
 from attnloop.storage import ObjectTooLarge, StoreUnavailable
@@ -146,7 +150,8 @@ class Reloader:
                     return False
                 served = self._load_version(version)
             except Exception as err:  # keep serving what we have; report why we could not move
-                self.last_error = f"{self.source}: {type(err).__name__}: {err}"
+                # unauthenticated /health and /model show it: MLflow's texts carry the URI, password included
+                self.last_error = redact(f"{self.source}: {type(err).__name__}: {err}")
                 log.warning("model check failed: %s", self.last_error)
                 return False
             previous, self.current, self.last_error = self.current, served, None
@@ -208,7 +213,7 @@ class Service:
     def store(self):
         if self._store is None:
             try:
-                self._store = self.settings.store(create=False)
+                self._store = self.settings.store()
             except ValueError as err:
                 raise HTTPException(503, f"the object store is not available: {err}; set ATTNLOOP_STORE") from None
         return self._store
@@ -348,7 +353,7 @@ def create_app(
         served = service.current()
         return {
             "version": served.version,
-            "source": served.source,
+            "source": redact(served.source),
             "card": served.model.card.to_dict(),
             "provider": served.model.provider,
             "loaded_at": served.loaded_at,

@@ -103,3 +103,21 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def browser(*, size: str = "1400,1900"):
+    """A headless Chromium driven by Selenium (Debian's ``chromium`` and ``chromium-driver``, which
+    ``make test`` installs)."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={size}"):
+        options.add_argument(argument)
+    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    assert binary and driver, "a headless browser is needed: apt-get install chromium chromium-driver (make test does)"
+    options.binary_location = binary
+    return webdriver.Chrome(options=options, service=Service(driver))

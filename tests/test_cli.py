@@ -113,3 +113,72 @@ def test_train_records_the_attention_form_it_was_asked_for(tiny_data, tmp_path):
         assert main(["train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1", "--attention", form]) == 0
         attention = json.loads((run / "card.json").read_text())["extra"]["attention"]
         assert (attention["gate"], attention["branch"]) == (gate, branch), attention
+
+
+def test_the_parser_loads_no_heavy_library():
+    """``attnloop --help`` and every one-line error build the whole parser first: it must not load
+    PyTorch, MLflow, Prefect or ONNX Runtime (PyTorch alone took 4–10 s under load)."""
+    code = (
+        "import sys; from attnloop.apps.cli import build_parser; build_parser(); "
+        "print(','.join(m for m in ('torch', 'torchvision', 'mlflow', 'prefect', 'onnxruntime', 'sklearn', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", f"building the parser imported {out.stdout.strip()}"
+
+
+def test_help_answers_quickly():
+    """A generous bound for a loaded machine; the figure itself is in docs/benchmarks/cli.md."""
+    import time
+
+    start = time.perf_counter()
+    out = subprocess.run([str(Path(sys.executable).parent / "attnloop"), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "stream" in out.stdout
+    assert time.perf_counter() - start < 5.0
+
+
+def test_the_command_lines_choices_are_the_libraries():
+    from attnloop import guidance, options
+
+    assert tuple(guidance.LOSSES) == options.GUIDANCE_LOSSES
+
+
+def test_a_typo_in_a_store_path_is_an_error_not_an_empty_store(tmp_path, capsys):
+    typo = tmp_path / "stroe"
+    for command in (["score", "--store", str(typo)], ["monitor", "run", "--store", typo.as_uri()], ["ls", "harvest", "--store", str(typo)]):
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no store at" in err and "typo" in err, err
+    assert not typo.exists()
+
+
+def test_a_missing_image_is_reported_by_train_and_named_by_the_gate(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNLOOP_GATE_MIN_ACCURACY", "0.0")
+    (tiny_data / "test" / "3.png").unlink()
+    (tiny_data / "train" / "0.png").unlink()  # the first training image, which the model's card is read from
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--no-track"]) == 0
+    captured = capsys.readouterr()
+    assert "n=11, 1 left out" in captured.out and "warning: 2 images" in captured.err
+    assert "test/3.png (missing)" in captured.err and "registry gate` refuses" in captured.err
+    assert main(["registry", "register", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["registry", "gate", "--holdout", str(tiny_data)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "must be whole" in err and "test/3.png (missing)" in err and "remove their lines" in err
+
+
+def test_each_command_says_what_comes_next(tiny_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path / "home"))
+
+    def last_line(argv: list[str], code: int = 0) -> str:
+        assert main(argv) == code, argv
+        captured = capsys.readouterr()
+        return (captured.out if code == 0 else captured.err).strip().splitlines()[-1]
+
+    assert last_line(["data", "make", "shortcut", "--out", str(tmp_path / "d"), "--size", "8"]).startswith("next: `attnloop train --data")
+    assert "registry register" in last_line(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--epochs", "1", "--no-track"])
+    assert last_line(["export", str(tmp_path / "run"), "--out", str(tmp_path / "m.onnx")]).startswith("next: `attnloop score --model")
+    assert "attnloop score" in last_line(["stream", "simulate", "--family", "shortcut", "--count", "2"])
+    no_champion = last_line(["score"], 2)
+    assert "no version with the alias 'champion'" in no_champion and "attnloop registry register RUN" in no_champion
+    assert "attnloop ls push" in last_line(["score", "--model", str(tmp_path / "m.onnx")])

@@ -26,7 +26,7 @@ def test_score_flow_scores_each_frame_once(tiny_data, tmp_path):
 
     result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = export_onnx(result.model, result.card, tmp_path / "m.onnx")
-    store = Settings.from_env().store()
+    store = Settings.from_env().store(create=True)
     for i in range(6):
         store.put(frame_key("line-1", "2026-11-26", f"{i:03d}"), encode_png(np.full((32, 32, 1), 30 * i, np.uint8)))
     first = score(model=str(model))
@@ -48,7 +48,7 @@ def test_one_scoring_run_at_a_time(tiny_data, tmp_path):
 
     result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "m.onnx"))
-    store = Settings.from_env().store()
+    store = Settings.from_env().store(create=True)
     for i in range(4):
         store.put(frame_key("line-9", "2026-11-26", f"{i:03d}"), encode_png(np.full((32, 32, 1), 40 * i, np.uint8)))
     scoring_slot.ensure_limit()
@@ -87,7 +87,7 @@ def test_retrain_then_promote(tmp_path, monkeypatch):
     weak = train(data, TrainConfig(epochs=1, lr=1e-6, guidance="none", **ORIGINAL_ABN), progress=False)
     first = register_run(client, name=settings.model_name, run_dir=save_run(tmp_path / "weak", weak, TrainConfig(), data="tiny"), artifact_root=settings.artifact_root)
     assert promote(holdout=str(data))["action"] == PROMOTE
-    store = settings.store()
+    store = settings.store(create=True)
     entries = {}
     for i, label in enumerate(["square", "bar"] * 3):
         key = frame_key("line-1", "2026-11-26", f"{i:03d}")

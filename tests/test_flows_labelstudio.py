@@ -47,7 +47,7 @@ def test_annotate_and_harvest_flows(label_studio, tiny_data, tmp_path, tmp_path_
     monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT", str(tmp_path_factory.getbasetemp()))  # the session server's root
     result = train(tiny_data, TrainConfig(epochs=1, guidance="none", **ORIGINAL_ABN), progress=False)
     model = str(export_onnx(result.model, result.card, tmp_path / "model.onnx"))
-    store = Settings.from_env().store()
+    store = Settings.from_env().store(create=True)
     truth = put_labeled_frames(store, "line-1", 8)
     assert score(model=model)["scored"] == 8
     pushed = annotate(model=model, top_k=5)
@@ -90,7 +90,7 @@ def test_one_turn_of_the_loop_promotes_a_better_model(label_studio, tmp_path, tm
     settings = Settings.from_env()
     client = registry.connect(settings.registry_uri)
     register_weak_champion(data, tmp_path)
-    store = settings.store()
+    store = settings.store(create=True)
     truth = put_labeled_frames(store, "line-2", 6)
     out = loop(
         base_data=str(data), holdout=str(data), top_k=6, annotator="simulated", truth=str(write_truth(tmp_path / "truth.jsonl", truth)), epochs=6
@@ -141,7 +141,7 @@ def test_a_marked_shortcut_comes_back_as_a_confirmation_batch_that_feeds_the_ret
     data = write_tiny_manifest(tmp_path / "data", per_class=6)
     register_weak_champion(data, tmp_path)
     settings = Settings.from_env()
-    store = settings.store()
+    store = settings.store(create=True)
     truth = put_stamped_frames(store, "line-3", 12)
     assert score()["scored"] == 12
     assert annotate(top_k=1)["created"] == 1

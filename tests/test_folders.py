@@ -125,3 +125,31 @@ def test_empty_or_missing_folders_are_errors(tmp_path):
     (tmp_path / "ok").mkdir()
     with pytest.raises(ValueError, match="no readable image"):
         import_folder(tmp_path)
+
+
+def test_boxes_imported_with_the_data_guide_training_by_default(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    root, images = tmp_path / "photos", []
+    for split in ("train", "test"):
+        for i in range(8):
+            label = ("square", "bar")[i % 2]
+            image = rng.integers(0, 60, size=(32, 32), dtype=np.uint8)
+            image[8:18, 8:18 if label == "square" else 26] = 220
+            write(root / split / label / f"{split}{i}.png", encode_png(image))
+            images.append((f"{split}{i}.png", label))
+    coco = {
+        "images": [{"id": k, "file_name": name, "width": 32, "height": 32} for k, (name, _) in enumerate(images[:3])],
+        "categories": [{"id": 1, "name": "evidence"}],
+        "annotations": [{"id": k, "image_id": k, "bbox": [8, 8, 10, 10], "category_id": 1} for k in range(3)],
+    }
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    assert main(["data", "import", str(root), "--boxes", str(tmp_path / "coco.json")]) == 0
+    assert "3 with boxes" in capsys.readouterr().out
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--no-track"]) == 0
+    assert "(3 guided images; the boxes imported with the data on 3 training images" in capsys.readouterr().out
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "plain"), "--epochs", "1", "--no-track", "--boxes", "none"]) == 0
+    assert "(0 guided images)" in capsys.readouterr().out
+
+    assert main(["data", "make", "shortcut", "--out", str(tmp_path / "made"), "--size", "8"]) == 0
+    assert main(["train", "--data", str(tmp_path / "made"), "--out", str(tmp_path / "made-run"), "--epochs", "1", "--no-track"]) == 0
+    assert "(0 guided images; the family's true boxes of 8 training images left out; --boxes manifest trains with them)" in capsys.readouterr().out

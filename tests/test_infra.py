@@ -217,3 +217,14 @@ def test_the_secrets_check_refuses_a_weak_grafana_password():
     for weak in ("", "admin", "short-one"):
         refused = check(GRAFANA_ADMIN_PASSWORD=weak)
         assert refused.returncode == 1 and "GRAFANA_ADMIN_PASSWORD in infra/.env" in refused.stderr, (weak, refused.stderr)
+
+
+def test_the_demo_needs_no_apt_only_the_tests_install_a_browser():
+    """``make demo`` must run where apt is busy or there is no root; the browser is the tests' alone."""
+    root = INFRA.parent
+
+    def plan(target: str) -> str:  # what make would run, without running it (-B: as on a fresh clone)
+        return subprocess.run(["make", "-n", "-B", target], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    assert "apt-get" not in plan("demo") and "apt-get" not in plan("setup")
+    assert "apt-get install" in plan("test") and "chromium" in plan("test")

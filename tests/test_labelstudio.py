@@ -20,7 +20,7 @@ from services import S3_KEY, S3_SECRET
 from attnloop import annotation_set
 from attnloop.datasets.annotations import read_annotations
 from attnloop.datasets.manifest import Record
-from attnloop.imaging import encode_png
+from attnloop.imaging import decode, encode_png
 from attnloop.labelstudio import (
     PushInterrupted,
     bootstrap,
@@ -123,8 +123,9 @@ def test_both_templates_create_projects_and_bootstrap_is_idempotent(ls):
     assert bootstrap(ls, title="t plain", classes=CLASSES).id == plain.id
     assert bootstrap(ls, title="t overlay", classes=CLASSES, template="box_correction_overlay").id == overlay.id
     assert project_classes(ls.projects.get(id=plain.id)) == CLASSES
-    assert "$overlay" in ls.projects.get(id=overlay.id).label_config
-    assert "$overlay" not in ls.projects.get(id=plain.id).label_config
+    for project in (plain, overlay):  # both show where the model looked, and the task's question above the image
+        config = ls.projects.get(id=project.id).label_config
+        assert "$overlay" in config and config.index("$question") < config.index("$image")
     assert len([p for p in ls.projects.list(title="t plain") if p.title == "t plain"]) == 1
     # a new class reaches the reused project
     grown = bootstrap(ls, title="t plain", classes=[*CLASSES, "crack"])
@@ -156,9 +157,10 @@ def test_push_500_tasks_in_bulk_with_predictions_and_never_twice(ls, store):
         assert data["hash"] == row["hash"] and data["model_version"] == MODEL and data["predicted"] == row["class"]
         assert data["priority"] == pytest.approx(priority(row), abs=1e-6)
         assert fetch(data["image"]) == store.get(row["key"])  # presigned URL works
-        assert data["has_overlay"] == (int(row["key"][-9:-4]) % 10 == 0)
-        if data["has_overlay"]:
-            assert fetch(data["overlay"]) == store.get(overlay_key(MODEL, row["key"]))
+        # every task shows the attention overlay: the one stored by scoring (every 10th frame here), else one push drew
+        assert data["has_overlay"] and fetch(data["overlay"]) == store.get(overlay_key(MODEL, row["key"]))
+        if int(row["key"][-9:-4]) % 10:
+            assert decode(store.get(overlay_key(MODEL, row["key"]))).shape == (H, W, 3)
         (prediction,) = task.predictions
         prediction = prediction if isinstance(prediction, dict) else prediction.dict()
         assert prediction["score"] == pytest.approx(priority(row), abs=1e-6)
@@ -208,8 +210,10 @@ def test_a_local_store_is_served_to_annotators_by_label_studio(ls, ls_server, tm
         request = urllib.request.Request(ls_server.url + data["image"], headers={"Authorization": f"Token {ls_server.token}"})
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.read() == local.get(data["key"])
-        if data["has_overlay"]:
-            assert data["overlay"].startswith("/data/local-files/?d=")
+        assert data["has_overlay"] and data["overlay"].startswith("/data/local-files/?d=")
+        request = urllib.request.Request(ls_server.url + data["overlay"], headers={"Authorization": f"Token {ls_server.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200 and response.read()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_local_store_outside_label_studio_document_root_is_refused(tmp_path):
@@ -371,3 +375,27 @@ def test_stopped_mid_push_fails_clearly_and_the_rerun_completes_without_duplicat
     assert (rerun.created, rerun.skipped_existing) == (100, 50)
     keys = [t.data["key"] for t in all_tasks(ls, project.id, page_size=1000)]
     assert len(keys) == 150 and set(keys) == {r["key"] for r in rows}
+
+
+def test_label_studios_folder_is_made_private_again_at_a_restart(own_server):
+    """Its database holds the API token: a folder an older run left readable (0755 folders, a 0644
+    database) is its owner's alone once the server is started on it again, and stays so while it runs."""
+    import os
+    import stat
+
+    process = own_server.process
+    process.stop()
+    folder = process.workdir
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert stat.S_IMODE((process.data / "label_studio.sqlite3").stat().st_mode) == 0o644
+    previous = os.umask(0o022)
+    try:
+        process.start()
+    finally:
+        os.umask(previous)
+    ls = own_server.client()
+    bootstrap(ls, title="private", classes=CLASSES)  # the server writes to its database after the start
+    readable = {str(p.relative_to(folder)): oct(stat.S_IMODE(p.stat().st_mode)) for p in [folder, *folder.rglob("*")] if not p.is_symlink() and p.stat().st_mode & 0o077}
+    assert not readable, readable

@@ -4,11 +4,11 @@ line only, and the page (served over HTTP) shows its trends, drift table and ale
 highest-priority frames with their attention overlays."""
 
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
+from services import browser
 
 from attnloop.monitoring import reference, run
 from attnloop.monitoring.stats import Window
@@ -33,7 +33,7 @@ def scored_lines(tmp_path_factory):
     result = train(data, TrainConfig(epochs=2, guidance="none", seed=0, **ORIGINAL_ABN), progress=False)
     model = OnnxModel(export_onnx(result.model, result.card, root / "model.onnx"), device="cpu")
     settings = Settings.from_env({"ATTNLOOP_HOME": str(root / "home"), "ATTNLOOP_STORE": (root / "store").as_uri()})
-    store = settings.store()
+    store = settings.store(create=True)
     write_stream(store, "mill", count=120, seed=1, source="line-a")
     write_stream(store, "mill", count=120, seed=2, source="line-b", shift=Shift(exposure=1.5, blur=1.5))
     score_store(store, model, model_version="1", overlays=8, progress=False)
@@ -61,20 +61,6 @@ def test_a_drifted_camera_alerts_and_a_steady_one_does_not(scored_lines):
     assert {a["figure"] for a in report["alerts"]} & {"embedding_auc", "confidence_ks"}
 
 
-def _browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1900"):
-        options.add_argument(argument)
-    binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    assert binary and driver, "a headless browser is needed: apt-get install chromium chromium-driver (make setup does)"
-    options.binary_location = binary
-    return webdriver.Chrome(options=options, service=Service(driver))
-
-
 def test_the_page_shows_the_drifted_line_in_a_browser(scored_lines):
     from selenium.webdriver.common.by import By
 
@@ -83,24 +69,69 @@ def test_the_page_shows_the_drifted_line_in_a_browser(scored_lines):
     settings, _ = scored_lines
     httpd = server(settings, port=0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    browser = _browser()
+    driver = browser()
     try:
-        browser.get(f"http://127.0.0.1:{httpd.server_port}/")
-        assert browser.title == "attnloop monitoring"
-        plots = browser.find_elements(By.CSS_SELECTOR, "img.plot")
-        assert len(plots) == 2 and all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 600", p) for p in plots)
-        assert "alert" in browser.find_element(By.ID, "line-line-b").get_attribute("class").split()
-        assert "alert" not in browser.find_element(By.ID, "line-line-a").get_attribute("class").split()
-        banner = browser.find_element(By.ID, "alerts").text
+        driver.get(f"http://127.0.0.1:{httpd.server_port}/")
+        assert driver.title == "attnloop monitoring"
+        plots = driver.find_elements(By.CSS_SELECTOR, "img.plot")
+        assert len(plots) == 2 and all(driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 600", p) for p in plots)
+        assert "alert" in driver.find_element(By.ID, "line-line-b").get_attribute("class").split()
+        assert "alert" not in driver.find_element(By.ID, "line-line-a").get_attribute("class").split()
+        banner = driver.find_element(By.ID, "alerts").text
         assert "line line-b" in banner and "line line-a" not in banner
-        models = browser.find_element(By.ID, "models").text
+        models = driver.find_element(By.ID, "models").text
         assert "Champion: version 1" in models and "1 (champion)" in models and "promote" in models
-        overlays = browser.find_elements(By.CSS_SELECTOR, "#frames .frame img")
-        assert overlays and all(browser.execute_script("return arguments[0].naturalWidth > 0", o) for o in overlays)
+        overlays = driver.find_elements(By.CSS_SELECTOR, "#frames .frame img")
+        assert overlays and all(driver.execute_script("return arguments[0].naturalWidth > 0", o) for o in overlays)
         shot = os.environ.get("ATTNLOOP_MONITOR_SCREENSHOT")  # docs/images/monitoring.png is made this way
         if shot:
-            browser.save_screenshot(str(Path(shot)))
-        assert browser.get_screenshot_as_png()[:4] == b"\x89PNG"
+            driver.save_screenshot(str(Path(shot)))
+        assert driver.get_screenshot_as_png()[:4] == b"\x89PNG"
     finally:
-        browser.quit()
+        driver.quit()
         httpd.shutdown()
+
+
+def test_the_page_names_its_store_and_an_empty_one_is_a_warning(scored_lines, tmp_path, capsys):
+    from selenium.webdriver.common.by import By
+
+    from attnloop.apps.cli import main
+    from attnloop.apps.monitor_page import server
+
+    settings, store = scored_lines
+    assert main(["monitor", "page", "--store", store.uri, "--out", str(tmp_path / "full.html")]) == 0
+    page = (tmp_path / "full.html").read_text()
+    assert f"store {store.uri}" in page and "2 lines" in page and "No scored frames" not in page
+
+    empty = tmp_path / "empty-store"
+    empty.mkdir()
+    httpd = server(settings, store_uri=empty.as_uri(), port=0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    driver = browser()
+    try:
+        driver.get(f"http://127.0.0.1:{httpd.server_port}/")
+        banner = driver.find_element(By.ID, "alerts")
+        assert "empty" in banner.get_attribute("class").split() and "quiet" not in banner.get_attribute("class").split()
+        assert "No scored frames in this store" in banner.text and empty.as_uri() in banner.text
+        assert "0 lines" in driver.find_element(By.TAG_NAME, "header").text
+    finally:
+        driver.quit()
+        httpd.shutdown()
+
+    capsys.readouterr()
+    assert main(["monitor", "page", "--store", (tmp_path / "typo").as_uri(), "--out", str(tmp_path / "typo.html")]) == 2
+    assert "no store at" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+
+
+def test_a_class_name_with_dollars_is_text_not_a_formula():
+    from attnloop.apps.monitor_page import _trend_plot
+
+    span = {"start": "2026-11-30T00:00:00+00:00", "end": "2026-11-30T03:00:00+00:00"}
+    hourly = [{"source": "l1", "bucket": "2026-11-30T01:00:00+00:00", "frames": 3, "confidence_median": 0.8, "confidence_p10": 0.5,
+               "margin_mean": 0.4, "off_object_share": 0.1}]
+    mix = [{"source": "l1", "bucket": "2026-11-30T01:00:00+00:00", "class": name, "frames": 1} for name in ("$x^$", "cost $5", "ok")]
+    png = _trend_plot("l1", hourly, mix, {"reference": None}, {"off_object_rise": 0.2}, span)
+    assert png.startswith("data:image/png;base64,")
+    from attnloop.figures import confusion_png  # the registry logs it with every version
+
+    assert confusion_png([[1, 0], [2, 3]], ["$x^$", "cost $5"])[:4] == b"\x89PNG"

@@ -28,6 +28,7 @@ def store(tmp_path):
 
 def test_hourly_statistics_come_from_the_rows(store):
     start = END - timedelta(hours=6)
+    simulate.write_reference(store, BASE)  # the version's off-object threshold
     simulate.write_line(store, "line-1", BASE, start=start, hours=6, per_hour=30, seed=1)
     simulate.write_line(store, "line-2", BASE.drifted(off_object=0.6, mix=(5, 1, 1, 1, 1, 1)), start=start, hours=6, per_hour=20, seed=2)
     with stats.open_rows(store, Window(start, END)) as rows:
@@ -63,6 +64,7 @@ def test_files_are_chosen_by_line_and_day_and_old_parts_read(store):
     scores.write_part(store, [row], [np.zeros(4, np.float32)], version="1", part="abc-0")
     with stats.open_rows(store, window) as rows:
         assert {line["source"]: line["frames"] for line in rows.lines(window)} == {"line-1": 20, "line-2": 20, "line-3": 1}
+        assert {line["source"]: line["off_object_share"] for line in rows.lines(window)}["line-3"] is None  # no focus, no flag
 
 
 def test_a_frame_scored_again_by_a_new_model_counts_once(store):
@@ -192,3 +194,51 @@ def test_rows_in_s3_are_queried_in_place_as_in_a_folder(store, s3_endpoint):
     with stats.open_rows(store, window) as a, stats.open_rows(bucket, window) as b:
         here, there = a.overview(window), b.overview(window)
     assert here == there and sum(r["frames"] for r in there["hourly"]) == 75
+
+
+def test_the_embedding_test_reaches_the_alert_level_it_documents():
+    """An alert needs p < ATTNLOOP_MONITOR_P_VALUE (0.001) for every figure: the embedding test's
+    p-value must be able to go that low (a 30-permutation test stopped at 1/31 ≈ 0.032)."""
+    from attnloop.monitoring import drift
+    from attnloop.monitoring.thresholds import Thresholds
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(300, 16))
+    moved = drift.embeddings(reference, rng.normal(size=(300, 16)) + 0.4, Thresholds())
+    assert moved.alert and moved.p_value < 1e-3 and moved.value >= 0.75
+    same = drift.embeddings(reference, rng.normal(size=(300, 16)), Thresholds())
+    assert not same.alert and same.p_value > 1e-3 and same.value < 0.6
+
+
+def test_the_off_object_threshold_is_set_from_the_reference_and_lines_are_flagged_against_it(store):
+    """The threshold is the 90th percentile of the reference frames' attention focus, stored with
+    the reference: a line like the reference has about a tenth of its frames off object, a version
+    without a reference gets no flag, and a reference written before the focus says to write it again."""
+    from attnloop import layout
+    from attnloop.monitoring import reference
+
+    meta = simulate.write_reference(store, BASE)
+    figures, _ = simulate.frames(BASE, 600, seed=99)  # the reference's frames
+    focus = np.array([f["signals"]["attention_focus"] for f in figures])
+    assert meta["off_object_signal"] == "attention_focus" and meta["off_object_threshold"] == pytest.approx(np.quantile(focus, 0.9))
+    assert reference.off_object_threshold(store, "1") == meta["off_object_threshold"]
+    assert reference.read(store, "1").off_object.mean() == pytest.approx(0.1, abs=0.005)
+
+    start = END - timedelta(hours=6)
+    simulate.write_line(store, "steady", BASE, start=start, hours=6, per_hour=100, seed=1)
+    simulate.write_line(store, "fixed", BASE.drifted(off_object=0.5), start=start, hours=6, per_hour=100, seed=2)
+    simulate.write_line(store, "unreferenced", BASE, start=start, hours=6, per_hour=20, seed=3, version="2")
+    with stats.open_rows(store, Window(start, END)) as rows:
+        share = {line["source"]: line["off_object_share"] for line in rows.lines(Window(start, END))}
+    assert 0.05 < share["steady"] < 0.15 and share["fixed"] > 0.4 and share["unreferenced"] is None
+    with stats.open_rows(store, Window(start, END), sources=["steady"]) as rows:  # a threshold given, not read
+        rows_off = stats.Rows(store, rows.keys, off_object={"1": 0.99}).lines(Window(start, END))
+    assert rows_off[0]["off_object_share"] == 0.0
+
+    old = {k: v for k, v in meta.items() if not k.startswith("off_object")} | {"off_object_threshold": 0.5}  # before the focus
+    store.put(layout.reference_key("1", "reference.json"), json.dumps(old).encode())
+    assert reference.off_object_threshold(store, "1") is None and reference.read(store, "1").off_object is None
+    report = run.monitor(store, window=Window(start, END))
+    steady = next(line for line in report["lines"] if line["source"] == "steady")
+    assert "off_object_rise" not in {f["name"] for f in steady["figures"]} and "write it again" in steady["status"]
+    assert {f["name"] for f in steady["figures"]} >= {"class_psi", "confidence_ks"}  # the other figures still run

@@ -110,7 +110,7 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     assert sorted(rows) == keys
     expected = {
         "key", "hash", "source", "date", "width", "height", "scored_at", "captured_at", "model_version", "class", "probabilities", "confidence", "margin",
-        "entropy", "least_confidence", "background_attention", "branch_disagreement", "attention", "attention_h",
+        "entropy", "least_confidence", "background_attention", "attention_focus", "branch_disagreement", "attention", "attention_h",
         "attention_w", "embedding_ref",
     }
     assert set(table.column_names) == expected
@@ -134,6 +134,32 @@ def test_rows_carry_the_contract_and_match_the_model(store, onnx_model):
     assert report["scored"] == 20 and sum(report["class_distribution"].values()) == 20
     assert sum(report["confidence_histogram"]["counts"]) == 20
     assert "frames scored: 20" in store.get(f"reports/v1/{summary.run_id}.md").decode()
+
+
+def test_off_object_frames_are_judged_against_the_versions_reference(store, onnx_model):
+    """A frame is off object when its attention focus passes its version's threshold, the 90th
+    percentile on its drift reference: frames like the reference are about a tenth off object (the
+    fixed cut on background attention put every frame there), and without a reference none is judged."""
+    from attnloop.datasets import Record
+    from attnloop.holdout import Holdout
+    from attnloop.monitoring import reference
+
+    put_frames(store, 60, source="cam-r")
+    unjudged = scoring.score_store(store, onnx_model, model_version="r1", batch_size=16, overlays=0, progress=False)
+    assert unjudged.to_dict()["off_object_share"] is None
+    assert "not judged" in store.get(f"reports/r1/{unjudged.run_id}.md").decode()
+
+    names = onnx_model.card.class_names
+    holdout = Holdout([Record(f"h{i}.png", "test", names[0], [], []) for i in range(200)], [frame(1000 + i) for i in range(200)],
+                      [(16, 16)] * 200, list(names), "seeded")
+    meta = reference.build(store, onnx_model, "r2", holdout)
+    summary = scoring.score_store(store, onnx_model, model_version="r2", batch_size=16, overlays=0, progress=False)
+    rows = scores.read_scores(store, model_version="r2").to_pylist()
+    focus = np.array([r["attention_focus"] for r in rows])
+    assert summary.off_object_threshold == meta["off_object_threshold"]
+    assert summary.off_object == int((focus > meta["off_object_threshold"]).sum())
+    assert summary.to_dict()["off_object_share"] < 0.3
+    assert "attention fixed on one spot (attention focus above" in store.get(f"reports/r2/{summary.run_id}.md").decode()
 
 
 def _png_header(width: int, height: int) -> bytes:

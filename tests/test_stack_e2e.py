@@ -126,7 +126,7 @@ def test_loop_deployment_promotes_when_the_gain_passes_and_not_otherwise(stack_e
     client = registry.connect(settings.registry_uri)
     weak = register_weak_champion(data, tmp_path)
     wait_served(running, weak)
-    store = settings.store()
+    store = settings.store(create=True)
 
     # turn 1: the annotator boxes what the champion gets wrong; the fine-tuned model passes the gate
     truth = put_labeled_frames(store, "line-e2e", 6)

@@ -61,5 +61,5 @@ def test_bad_uris_say_what_is_expected(tmp_path):
         open_store("ftp://x/y")
     with pytest.raises(ValueError, match="needs an S3 endpoint"):
         open_store("s3://bucket/prefix")
-    with pytest.raises(ValueError, match="no such folder"):
+    with pytest.raises(ValueError, match="no store at .* does not exist"):
         open_store((tmp_path / "missing").as_uri())

@@ -56,22 +56,18 @@ class LabelStudioSettings:
     document_root: str | None = None
 
     def client(self):
-        """A ``label_studio_sdk.LabelStudio`` client for these settings."""
-        from label_studio_sdk import LabelStudio
+        """A ``label_studio_sdk.LabelStudio`` client for these settings, whose failures to reach the
+        server or to authenticate are one-line errors (:func:`attnloop.labelstudio.client.connect`)."""
+        from attnloop.labelstudio.client import connect
 
-        if not self.url or not self.token:
-            raise ValueError(
-                "Label Studio is not configured: set ATTNLOOP_LABEL_STUDIO_URL (e.g. http://127.0.0.1:8080) and "
-                "ATTNLOOP_LABEL_STUDIO_TOKEN (Account & Settings → Legacy Token in Label Studio)"
-            )
-        return LabelStudio(base_url=self.url, api_key=self.token)
+        return connect(self)
 
 
 @dataclass(frozen=True)
 class Settings:
     home: Path  # where embedded defaults keep their state (runs, local store, MLflow file, demo data)
-    threads: int | None  # torch / ONNX Runtime intra-op threads; None lets them choose
-    mlflow_tracking_uri: str | None = None  # training and benchmark runs are logged there when set
+    threads: int | None  # PyTorch / ONNX Runtime threads (ATTNLOOP_THREADS); None: the CPUs this process may use (attnloop.threads)
+    mlflow_tracking_uri: str | None = field(default=None, repr=False)  # training and benchmark runs are logged there when set (it may hold a password)
     model_name: str = "attnloop-abn"  # the registered model
     gate: Policy = field(default_factory=Policy)
     monitor: Thresholds = field(default_factory=Thresholds)  # when a monitor run alerts (ATTNLOOP_MONITOR_*)
@@ -85,12 +81,18 @@ class Settings:
     dask_address: str | None = None  # an existing Dask scheduler for score-backlog (ATTNLOOP_DASK_ADDRESS); default: a local cluster
     label_studio: LabelStudioSettings = field(default_factory=LabelStudioSettings)
 
-    def store(self, uri: str | None = None, *, create: bool = True):
-        """The object store at ``uri``, else the configured one (a folder under ``home`` by default)."""
+    def store(self, uri: str | None = None, *, create: bool = False):
+        """The object store at ``uri``, else the configured one (a folder under ``home`` by default).
+
+        Only what brings frames in creates a store (``create``); every other step finds a missing
+        one an error, so a typo in a store's path never reads as an empty store."""
         from attnloop.storage import open_store
 
         uri = uri or self.store_uri or (self.home / "store").resolve().as_uri()
-        return open_store(uri, endpoint=self.s3_endpoint, access_key=self.s3_access_key, secret_key=self.s3_secret_key, create=create)
+        store = open_store(uri, endpoint=self.s3_endpoint, access_key=self.s3_access_key, secret_key=self.s3_secret_key, create=create)
+        if not create:
+            store.check()  # a bucket that is not there, or an endpoint that does not answer, fails here, before any work
+        return store
 
     @property
     def registry_uri(self) -> str:
@@ -106,7 +108,7 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
         env = dict(os.environ if env is None else env)
         threads = env.get("ATTNLOOP_THREADS")
-        if threads is not None and not threads.isdigit():
+        if threads is not None and (not threads.isdigit() or int(threads) < 1):
             raise ValueError(f"ATTNLOOP_THREADS must be a positive integer, got {threads!r}")
         defaults = Policy()
         gate = Policy(

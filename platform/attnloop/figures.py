@@ -20,7 +20,17 @@ def confusion_png(matrix: np.ndarray | Sequence[Sequence[int]], class_names: Seq
     matrix = np.asarray(matrix, np.int64)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.55 * len(class_names)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    with matplotlib.rc_context({"text.parse_math": False}):  # a class named "$x$" is a name, not a formula
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        _confusion_axes(ax, matrix, shares, class_names, title)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _confusion_axes(ax, matrix: np.ndarray, shares: np.ndarray, class_names: Sequence[str], title: str) -> None:
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
         ax.text(j, i, str(count), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black", fontsize=8)
@@ -30,11 +40,6 @@ def confusion_png(matrix: np.ndarray | Sequence[Sequence[int]], class_names: Seq
     ax.set_ylabel("true")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
 
 
 def attention_grid(

@@ -164,7 +164,7 @@ def report(decision: Decision, *, name: str, challenger_version: str, champion_v
         "",
     ]
     lines += [f"- {reason}" for reason in decision.reasons] or ["- every check passed"]
-    if f:
+    if f.get("challenger_accuracy") is not None:  # nothing was scored when the evaluation failed or a rollback stood
         lines += ["", "| figure | challenger | champion |", "|---|---|---|"]
 
         def cell(value) -> str:

@@ -42,12 +42,22 @@ def load_holdout(root: str | Path, *, split: str = "test") -> Holdout:
     if not chosen:
         raise ValueError(f"{root} has no {split!r} images to hold out")
     digest = hashlib.sha256()
-    images, sizes = [], []
+    images, sizes, bad = [], [], []
     for record in chosen:
-        data = (root / record.image).read_bytes()
-        sizes.append(imaging.decode(data, name=record.image).shape[:2])
+        try:
+            data = (root / record.image).read_bytes()
+            sizes.append(imaging.decode(data, name=record.image).shape[:2])
+        except (OSError, imaging.ImageError) as err:
+            bad.append(f"{record.image} ({'missing' if isinstance(err, FileNotFoundError) else getattr(err, 'reason', 'unreadable')})")
+            continue
         images.append(data)
         digest.update(record.image.encode() + b"\0" + record.label.encode() + b"\0" + hashlib.sha256(data).digest())
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(
+            f"the holdout {root} ({split!r} split) must be whole, and {len(bad)} of its {len(chosen)} images cannot be read: {shown}; "
+            f"models are compared on exactly the same images, so restore them or remove their lines from {root / 'manifest.jsonl'}"
+        )
     return Holdout(chosen, images, sizes, class_names(records), digest.hexdigest()[:16])
 
 

@@ -191,7 +191,7 @@ def _try_take(store: Store, name: str, *, owner: str, ttl: float) -> Held | dict
     generation = latest + 1
     now = time.time()
     body = {"owner": owner, "token": uuid.uuid4().hex, "acquired": now, "expires": now + ttl, "ttl": ttl}
-    if not _create(store, lease_key(name, generation), json.dumps(body).encode()):
+    if not create(store, lease_key(name, generation), json.dumps(body).encode()):
         winner = _read(store, name, generation)
         if winner is None or winner.get("token") != body["token"]:  # (our own, when a retried PUT had landed)
             return winner
@@ -217,35 +217,40 @@ def _cleanup(store: Store, name: str, *, below: int) -> None:
 # --- the one atomic primitive: create an object only if it does not exist ------------------------
 
 
-def _create(store: Store, key: str, data: bytes) -> bool:
-    """Write ``key`` only if no object has that name; True if this call created it."""
+def create(store: Store, key: str, data: bytes, *, content_type: str = "application/json") -> bool:
+    """Write ``key`` only if no object has that name; True if this call created it.
+
+    The store's atomic create: leases are built on it, and annotation-set versions use it so a
+    published version is never rewritten. A folder store links a whole temporary file into place;
+    an S3 store sends a conditional PUT (``If-None-Match: *``), after checking once per bucket
+    that the server honours it."""
     if hasattr(store, "create"):
         return store.create(key, data)  # a folder store: inside its root, never through a link
     client = getattr(store, "client", None)
     if client is not None and hasattr(store, "bucket"):
-        return _create_s3(store, key, data)
-    raise TypeError(f"{store.uri}: leases need a folder store or an S3 store (one with an atomic create)")
+        return _create_s3(store, key, data, content_type=content_type)
+    raise TypeError(f"{store.uri}: leases and annotation sets need a folder store or an S3 store (one with an atomic create)")
 
 
 _pool = None
 _checked: set[str] = set()  # buckets whose server was seen to refuse a second conditional PUT
 
 
-def _create_s3(store, key: str, data: bytes) -> bool:
+def _create_s3(store, key: str, data: bytes, *, content_type: str) -> bool:
     if store.uri not in _checked:
         probe = f"{LEASE_PROBES}{uuid.uuid4().hex}.json"
         first, second = _put_if_absent(store, probe, b"{}"), _put_if_absent(store, probe, b"{}")
         store.delete(probe)
         if not first or second:
             raise RuntimeError(
-                f"{store.uri}: the S3 server does not honour 'If-None-Match: *' on PUT, so two processes could take one lease; "
-                "nothing was changed; use a server with conditional writes (AWS S3, MinIO since 2024)"
+                f"{store.uri}: the S3 server does not honour 'If-None-Match: *' on PUT, so two processes could take one lease "
+                "or write one version twice; nothing was changed; use a server with conditional writes (AWS S3, MinIO since 2024)"
             )
         _checked.add(store.uri)
-    return _put_if_absent(store, key, data)
+    return _put_if_absent(store, key, data, content_type=content_type)
 
 
-def _put_if_absent(store, key: str, data: bytes) -> bool:
+def _put_if_absent(store, key: str, data: bytes, *, content_type: str = "application/json") -> bool:
     """A conditional PUT through a presigned URL: the minio client's own PUT cannot send If-None-Match."""
     global _pool
     import urllib3
@@ -253,7 +258,7 @@ def _put_if_absent(store, key: str, data: bytes) -> bool:
     if _pool is None:
         _pool = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.2, allowed_methods=None, status_forcelist=(500, 502, 503, 504)))
     url = store.client.presigned_put_object(bucket_name=store.bucket, object_name=store.prefix + key, expires=timedelta(minutes=5))
-    response = _pool.request("PUT", url, body=data, headers={"If-None-Match": "*", "Content-Type": "application/json"}, timeout=30)
+    response = _pool.request("PUT", url, body=data, headers={"If-None-Match": "*", "Content-Type": content_type}, timeout=30)
     if response.status == 200:
         return True
     if response.status in (409, 412):  # exists (412), or another conditional write to it is in flight (409)

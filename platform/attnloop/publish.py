@@ -36,8 +36,15 @@ def training_figures(run_dir: str | Path, *, count: int = 16) -> dict[str, bytes
     root = Path(info["data"]) if info else None
     if root is not None and (root / "manifest.jsonl").exists():
         model, card, _ = load_checkpoint(run_dir)
-        records = [r for r in read_manifest(root) if r.split == split][:count]
-        raws = [imaging.decode((root / r.image).read_bytes(), name=r.image) for r in records]
+        records, raws = [], []
+        for record in (r for r in read_manifest(root) if r.split == split):
+            try:  # an image gone since training is left out of the picture (training reported it)
+                raws.append(imaging.decode((root / record.image).read_bytes(), name=record.image))
+            except (OSError, imaging.ImageError):
+                continue
+            records.append(record)
+            if len(records) == count:
+                break
         if raws:
             import torch
 

@@ -3,7 +3,13 @@
 Aliases, not stages: ``champion`` serves, ``challenger`` waits for the gate. A version carries
 tags under ``attnloop.``: data hash, annotation-set version, parent version, holdout metrics,
 and, once gated, the decision with every figure. Promotion records the champion it replaced
-(``attnloop.previous_champion``), which is what ``rollback`` moves back to.
+(``attnloop.previous_champion``), which is what ``rollback`` moves back to; a rollback marks the
+version it took out (``attnloop.rolled_back_at``), and the gate never promotes a marked version
+again: only a person's ``approve`` does.
+
+Every change is ordered so that a failure or a killed process between two requests leaves a state
+that is safe to serve and that a re-run finishes (see :func:`promote`). Messages carry the server's
+address with its credentials redacted (:func:`attnloop.redact.redact`).
 
 The same code runs on an embedded SQLite store (artifacts in a local folder) and against an
 ``mlflow server`` with a database and S3/MinIO artifacts.
@@ -22,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from attnloop.gate import AWAIT, PROMOTE, Decision, Policy, decide, report
-from attnloop.holdout import Holdout, score
+from attnloop.gate import AWAIT, PROMOTE, REFUSE, Decision, Policy, decide, report
+from attnloop.holdout import Holdout, load_holdout, score
+from attnloop.redact import redact
 from attnloop.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
@@ -43,16 +50,27 @@ HTTP_DEFAULTS = {
 }
 
 
+QUIET_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
+
 def connect(tracking_uri: str):
     """An MlflowClient on ``tracking_uri`` (also the registry), with the fluent API pointed there too.
 
     Applies :data:`HTTP_DEFAULTS` to MLflow's retry settings the environment leaves unset, so that an
-    unreachable server fails within seconds, not minutes."""
+    unreachable server fails within seconds, not minutes; and, unless logging is verbose (INFO or
+    lower), keeps urllib3's one "Retrying…" warning per retry quiet: the :class:`RegistryError` that
+    ends the retries says what happened, in one line, for every command that reaches the registry.
+    A URI with credentials also turns off MLflow's run links on stdout, which would print them."""
     import mlflow
     from mlflow import MlflowClient
 
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)  # MLflow reads these on every request
+    if redact(tracking_uri) != tracking_uri and not os.environ.get(QUIET_LINKS):
+        os.environ[QUIET_LINKS] = "true"  # MLflow's "View run at" lines would print the URI's password
+    pool = logging.getLogger("urllib3.connectionpool")
+    if pool.getEffectiveLevel() > logging.INFO:
+        pool.setLevel(logging.ERROR)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -64,7 +82,7 @@ class RegistryError(RuntimeError):
     done, what the failure left as it was and whether a re-run is safe."""
 
     def __init__(self, message: str, *, reached: bool, complete: bool = False) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))  # MLflow's own texts repeat the URI, password included
         self.reached = reached  # the server answered (with an error of its own)
         self.complete = complete
 
@@ -102,7 +120,7 @@ def _transport_failure(err: BaseException) -> str | None:
 
 def _failed(err: BaseException, *, client) -> RegistryError:
     """An MLflow or HTTP error as an incomplete :class:`RegistryError` naming the server."""
-    uri = str(getattr(client, "tracking_uri", None) or "(unknown)")
+    uri = redact(getattr(client, "tracking_uri", None) or "(unknown)")
     transport = _transport_failure(err)
     if transport is not None:
         return RegistryError(f"the MLflow registry at {uri} could not be reached ({transport}; {retry_budget()})", reached=False)
@@ -340,7 +358,7 @@ def open_source(source: str, *, registry_uri: str, dst: str | Path, device: str 
         if not parsed.path.is_file():
             raise FileNotFoundError(f"model file {parsed.path} does not exist")
         data = parsed.path.read_bytes()  # read once: the version is the hash of the bytes loaded
-        return OnnxModel(data, device=device, threads=threads), file_version(parsed.path, data)
+        return OnnxModel(data, device=device, threads=threads, name=str(parsed.path)), file_version(parsed.path, data)
     client = connect(registry_uri)
     version = parsed.version or alias_version(client, parsed.name, parsed.alias)
     if version is None:
@@ -367,16 +385,47 @@ def _scalar_tags(decision: Decision) -> dict[str, str]:
     return out
 
 
-def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> tuple[Decision, str, str]:
+def standing_rollback(tags: dict[str, str]) -> str | None:
+    """When a person rolled this version back (its ``rolled_back_at``), unless a person approved it
+    again since; else None. The gate refuses a version with a standing rollback."""
+    rolled = tags.get("rolled_back_at")
+    return rolled if rolled and tags.get("rollback_approved") != rolled else None
+
+
+def _rolled_back_reason(name: str, version: str, tags: dict[str, str], *, champion: str | None) -> str:
+    who = f" by {tags['rolled_back_by']}" if tags.get("rolled_back_by") else ""
+    text = (
+        f"version {version} was rolled back{who} at {tags['rolled_back_at']}; the gate does not promote a rolled-back "
+        f"version again: a person does, with `attnloop registry approve {name} {version}`"
+    )
+    if champion == version:
+        text += f"; it is still the champion because that rollback did not finish: `attnloop registry rollback {name}` finishes it"
+    return text
+
+
+def gate(
+    client,
+    *,
+    name: str,
+    holdout: Holdout,
+    policy: Policy = Policy(),
+    holdout_path: str | Path | None = None,
+    split: str = "test",
+) -> tuple[Decision, str, str]:
     """Score the challenger and the champion on the holdout with ONNX Runtime, decide, record the
     decision on the challenger, and move ``champion`` if it passed (and no approval is required).
-    Returns the decision, the challenger version and the markdown report.
+    Returns the decision, the challenger version and the markdown report. ``holdout_path`` and
+    ``split``, where the holdout was loaded from, are recorded too, so that ``approve`` can build the
+    new champion's drift reference on the same images.
 
     A champion lookup that fails for any reason but "no such alias" refuses the challenger with that
     reason; a challenger lookup or a record that fails raises :class:`RegistryError`. Neither moves
-    an alias."""
+    an alias. A challenger a person rolled back is refused without scoring (:func:`standing_rollback`).
+    A challenger that already is the champion is a promotion cut short after its alias move (the
+    registry failed or the process died): the gate finishes it and answers ``promote``, scoring nothing."""
     with guarded(client, doing=f"gating {name}", unchanged="no alias was moved and no decision recorded"):
         challenger = alias_version(client, name, CHALLENGER)
+        recorded = version_tags(client, name, challenger) if challenger is not None else {}
     if challenger is None:
         raise LookupError(f"{name} has no challenger to gate; register one first")
     lookup_error = None
@@ -384,25 +433,32 @@ def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> t
         champion = alias_version(client, name, CHAMPION)
     except RegistryError as err:  # never read as "no champion": that would promote without a comparison
         champion, lookup_error = None, f"the registry failed while looking up the champion, so there is nothing to compare with ({err})"
-    if champion is not None and champion == challenger:
-        raise ValueError(f"version {challenger} of {name} is already the champion")
+    rolled_back = standing_rollback(recorded)
+    if champion == challenger and rolled_back is None:
+        return _finish_promotion(client, name=name, version=challenger, recorded=recorded)
     with tempfile.TemporaryDirectory() as tmp:
         error, theirs, ours = lookup_error, None, None
-        if error is None:
+        if error is None and rolled_back is None:
             try:
                 ours = score(OnnxModel(download(client, name, challenger, Path(tmp) / "challenger"), device="cpu"), holdout)
             except Exception as err:  # any failure to evaluate refuses the challenger, with the reason
-                error = f"challenger version {challenger}: {type(err).__name__}: {err}"
-        if error is None and champion is not None:
+                error = redact(f"challenger version {challenger}: {type(err).__name__}: {err}")
+        if error is None and rolled_back is None and champion is not None:
             try:
                 theirs = score(OnnxModel(download(client, name, champion, Path(tmp) / "champion"), device="cpu"), holdout)
             except Exception as err:
-                error = f"champion version {champion}: {type(err).__name__}: {err}"
-    decision = decide(ours, theirs, class_names=holdout.class_names, policy=policy, error=error)
+                error = redact(f"champion version {champion}: {type(err).__name__}: {err}")
+    if rolled_back is not None:
+        reason = _rolled_back_reason(name, challenger, recorded, champion=champion)
+        decision = Decision(REFUSE, [reason], {"rolled_back_at": rolled_back})
+    else:
+        decision = decide(ours, theirs, class_names=holdout.class_names, policy=policy, error=error)
     decision.figures["holdout"] = holdout.digest
     known = "unknown" if lookup_error else champion
     text = report(decision, name=name, challenger_version=challenger, champion_version=known)
     tags = {**_scalar_tags(decision), "gate.holdout": holdout.digest, "gate.champion_version": known or "", "gate.at": _now()}
+    if holdout_path is not None:
+        tags.update({"gate.holdout_path": str(Path(holdout_path).resolve()), "gate.holdout_split": split})
     with guarded(client, doing=f"recording the gate's decision ({decision.action}) on {name} version {challenger}",
                  unchanged="no alias was moved"):
         for key, value in tags.items():
@@ -416,44 +472,82 @@ def gate(client, *, name: str, holdout: Holdout, policy: Policy = Policy()) -> t
     return decision, challenger, text
 
 
-def _now() -> str:
+def _finish_promotion(client, *, name: str, version: str, recorded: dict[str, str]) -> tuple[Decision, str, str]:
+    """The gate's answer when the challenger already is the champion: finish that promotion."""
+    promote(client, name, version)  # the alias is in place: records promoted_at if missing, removes the challenger alias
+    earlier = recorded.get("gate", "not recorded") + (f" at {recorded['gate.at']}" if recorded.get("gate.at") else "")
+    decision = Decision(PROMOTE, [], {"finished_promotion": 1})
+    text = (
+        f"# Promotion gate — {name} version {version}\n\n**Decision: promote** (version {version} already is the champion)\n\n"
+        f"- an earlier promotion (gate: {earlier}) moved the champion alias and stopped before it finished; "
+        "this run finished it (promoted_at recorded, the challenger alias removed) and scored nothing again\n"
+    )
+    log.info("gate on %s version %s: finished an earlier promotion", name, version)
+    return decision, version, text
+
+
+def _now(*, precise: bool = False) -> str:
+    if precise:  # two marks of the same version must differ even within one second
+        from datetime import datetime, timezone
+
+        return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def promote(client, name: str, version: str) -> None:
-    """Make ``version`` the champion, remembering the one it replaces. Safe to repeat: a version that
-    already is the champion keeps the predecessor it recorded."""
+    """Make ``version`` the champion, remembering the one it replaces. Safe to repeat, and a repeat
+    finishes a promotion cut short. The order keeps every interruption point safe:
+
+    1. ``previous_champion`` is recorded before the alias moves, so a champion always knows where
+       ``rollback`` goes (a version whose move then failed merely carries an unused record);
+    2. ``champion`` moves: from here on the version serves;
+    3. ``promoted_at`` is recorded, so it is only ever present on a version that became champion;
+    4. the ``challenger`` alias leaves the version. Until then the gate reads "the challenger is the
+       champion" as this promotion unfinished and finishes it; and once a person rolls the version
+       back, its mark keeps the gate from promoting it again, wherever the aliases were left.
+    """
     doing = f"promoting {name} version {version}"
     with guarded(client, doing=doing, unchanged="the champion alias was not moved"):
         previous = alias_version(client, name, CHAMPION)
         if previous != version:
             client.set_model_version_tag(name, version, TAG + "previous_champion", previous or "")
-            client.set_model_version_tag(name, version, TAG + "promoted_at", _now())
             client.set_registered_model_alias(name, CHAMPION, version)
-    with guarded(client, doing=f"{doing} (removing its challenger alias)", unchanged=f"version {version} is the champion now"):
+    with guarded(client, doing=f"{doing} (finishing: recording promoted_at, removing its challenger alias)",
+                 unchanged=f"version {version} is the champion now; re-running (or the next `attnloop registry gate`) finishes its promotion"):
+        if previous != version or "promoted_at" not in version_tags(client, name, version):
+            client.set_model_version_tag(name, version, TAG + "promoted_at", _now())
         if alias_version(client, name, CHALLENGER) == version:
             client.delete_registered_model_alias(name, CHALLENGER)
 
 
 def approve(client, name: str, version: str, *, by: str) -> None:
-    """A person's approval of a version the gate passed in approval mode. The version reads
-    ``approved`` only once it is the champion, so an approval cut short can be run again."""
+    """A person's approval: of a version the gate passed in approval mode, or of one a person rolled
+    back (the gate no longer promotes it). The approval of a rollback is recorded first; the version
+    reads ``approved`` only once it is the champion, so an approval cut short can be run again."""
     with guarded(client, doing=f"approving {name} version {version}", unchanged="the champion alias was not moved"):
-        state = version_tags(client, name, version).get("gate")
-    if state != AWAIT:
+        tags = version_tags(client, name, version)
+    state, rolled_back = tags.get("gate"), tags.get("rolled_back_at")
+    if state != AWAIT and not rolled_back:
         raise ValueError(
-            f"{name} version {version} is not awaiting approval (gate: {state or 'not run'}); "
-            "only a version the gate passed in approval mode can be approved"
+            f"{name} version {version} is not awaiting approval (gate: {state or 'not run'}); only a version the gate "
+            "passed in approval mode, or one a person rolled back, can be approved"
         )
+    if rolled_back:
+        with guarded(client, doing=f"approving {name} version {version}, rolled back at {rolled_back}",
+                     unchanged="the champion alias was not moved"):
+            client.set_model_version_tag(name, version, TAG + "rollback_approved", rolled_back)
     promote(client, name, version)
     with guarded(client, doing=f"recording the approval of {name} version {version}",
-                 unchanged=f"version {version} is the champion now; its gate tag still reads {AWAIT}"):
+                 unchanged=f"version {version} is the champion now; its gate tag still reads {state}"):
         client.set_model_version_tag(name, version, TAG + "approved_by", by)
+        client.set_model_version_tag(name, version, TAG + "approved_at", _now())
         client.set_model_version_tag(name, version, TAG + "gate", "approved")
 
 
-def rollback(client, name: str) -> tuple[str, str]:
-    """Move ``champion`` back to the version it replaced; returns (from, to)."""
+def rollback(client, name: str, *, by: str | None = None) -> tuple[str, str]:
+    """Move ``champion`` back to the version it replaced; returns (from, to). The version taken out
+    is marked first (``rolled_back_at``, ``rolled_back_by``): from then on the gate refuses it, even
+    if the move below fails or the process dies before it, and only :func:`approve` promotes it again."""
     with guarded(client, doing=f"rolling back {name}", unchanged="the champion alias was not moved"):
         current = alias_version(client, name, CHAMPION)
         if current is None:
@@ -461,6 +555,41 @@ def rollback(client, name: str) -> tuple[str, str]:
         previous = version_tags(client, name, current).get("previous_champion")
         if not previous:
             raise LookupError(f"{name} version {current} replaced no earlier champion; there is nothing to roll back to")
-        client.set_model_version_tag(name, current, TAG + "rolled_back_at", _now())
+        client.set_model_version_tag(name, current, TAG + "rolled_back_at", _now(precise=True))
+        if by:
+            client.set_model_version_tag(name, current, TAG + "rolled_back_by", by)
+    with guarded(client, doing=f"rolling back {name} from version {current} to version {previous}",
+                 unchanged=f"version {current} is marked rolled back (the gate will not promote it again) but is still the champion"):
         client.set_registered_model_alias(name, CHAMPION, previous)
     return current, previous
+
+
+def gated_holdout(client, name: str, version: str) -> tuple[Holdout, Path, str]:
+    """The holdout the gate last decided ``version`` on, loaded again from the folder it recorded
+    (``gate.holdout_path``), with that folder and split; refused when its images changed since."""
+    with guarded(client, doing=f"reading where the gate's holdout of {name} version {version} is", unchanged="nothing was changed"):
+        tags = version_tags(client, name, version)
+    path, split, digest = tags.get("gate.holdout_path"), tags.get("gate.holdout_split") or "test", tags.get("gate.holdout")
+    if not path:
+        raise LookupError(f"{name} version {version} records no holdout folder (it was gated without one); give it with --holdout DIR")
+    holdout = load_holdout(path, split=split)
+    if digest and holdout.digest != digest:
+        raise ValueError(
+            f"the holdout {path} ({split} split) changed since the gate scored it (digest {holdout.digest}, recorded {digest}); "
+            "give the holdout to use with --holdout DIR"
+        )
+    return holdout, Path(path), split
+
+
+def write_reference(client, store, *, name: str, version: str, holdout: Holdout, device: str = "auto", threads: int | None = None) -> dict:
+    """``version``'s drift reference: ``holdout`` scored once by its ONNX model into ``references/<version>/``
+    of ``store`` (:func:`attnloop.monitoring.reference.build`). Every promotion writes one for the new
+    champion, whether the promote flow, ``registry gate`` or ``registry approve`` made it."""
+    from attnloop.monitoring import reference
+
+    with tempfile.TemporaryDirectory(prefix="attnloop-reference-") as tmp:
+        rerun = f"attnloop monitor reference --holdout DIR --model {model_uri(name, version=version)} writes it"
+        with guarded(client, doing=f"writing the drift reference of {name} version {version}",
+                     unchanged=f"version {version} is the champion; no drift reference was written ({rerun})"):
+            path = download(client, name, version, tmp)
+        return reference.build(store, OnnxModel(path, device=device, threads=threads), version, holdout)

@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from attnloop import imaging
 from attnloop.card import CARD_METADATA_KEY, ModelCard
+from attnloop.threads import onnx_options
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +45,33 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class OnnxModel:
-    def __init__(self, model: str | Path | bytes, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, model: str | Path | bytes, *, device: str = "auto", threads: int | None = None, name: str | None = None) -> None:
         if device not in DEVICES:
             raise ValueError(f"unknown device {device!r}; valid names: {', '.join(DEVICES)}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
+        onnx_options(options, threads)  # the CPUs this process may use, idle threads sleeping (attnloop.threads)
         if device == "cuda" and not cuda_usable():
             raise RuntimeError("device 'cuda' was asked for but no CUDA driver is usable here; use device='auto' or 'cpu'")
         wanted = [CUDA, CPU] if device != "cpu" and cuda_usable() else [CPU]
         source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=wanted)
+        name = name or ("the model" if isinstance(model, bytes) else str(model))  # for messages
+        try:
+            self.session = ort.InferenceSession(source, options, providers=wanted)
+        except Exception as err:  # ONNX Runtime's own errors (InvalidProtobuf, Fail, …) subclass nothing more specific
+            reason = " ".join(str(err).split())[:200]
+            raise ValueError(
+                f"{name} is not a model ONNX Runtime can load ({type(err).__name__}: {reason}); "
+                "give the .onnx file `attnloop export RUN --out model.onnx` wrote, or a registry model (models:/NAME@champion)"
+            ) from None
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA:
             raise RuntimeError(f"device 'cuda' was asked for but ONNX Runtime runs on {self.provider}: no usable GPU")
         log.info("ONNX Runtime provider: %s", self.provider)
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CARD_METADATA_KEY not in metadata:
-            raise ValueError(f"{model if not isinstance(model, bytes) else 'the model'} carries no attnloop model card in its metadata")
+            raise ValueError(f"{name} carries no attnloop model card in its metadata; export it with `attnloop export RUN --out model.onnx`")
         self.card = ModelCard.from_json(metadata[CARD_METADATA_KEY])
         self.metadata = dict(metadata)
         self.input_name = self.session.get_inputs()[0].name

@@ -44,7 +44,9 @@ from tqdm.auto import tqdm
 
 from attnloop import imaging, layout, lease, scores
 from attnloop.layout import FrameKey, safe_version
+from attnloop.monitoring.reference import off_object_threshold
 from attnloop.priority import frame_signals, priority
+from attnloop.priority.signals import OFF_OBJECT_QUANTILE, area_target
 from attnloop.runtime import OnnxModel
 from attnloop.scores import ScoreRow
 from attnloop.storage import TRANSIENT_CODES, Store
@@ -52,7 +54,6 @@ from attnloop.stream import Listed, list_frames
 
 log = logging.getLogger(__name__)
 
-OFF_OBJECT = 0.5  # background attention above this: the model looked mostly off the object
 STORE_CODES = {"NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "AccountProblem", "AllAccessDisabled"}
 
 
@@ -85,7 +86,8 @@ class RunSummary:
     changed: int = 0  # frames in the ledger already, scored (or quarantined) again because their content changed
     classes: Counter = field(default_factory=Counter)
     confidence_histogram: list[int] = field(default_factory=lambda: [0] * 10)
-    off_object: int = 0
+    off_object: int = 0  # frames whose attention focus is above the version's off-object threshold
+    off_object_threshold: float | None = None  # from the version's drift reference; None: it has none, no frame is flagged
     parts: list[str] = field(default_factory=list)
     recovered_parts: int = 0
     top: list = field(default_factory=list)  # heap of (priority, key, attention) for overlays
@@ -103,7 +105,8 @@ class RunSummary:
             "changed": self.changed,
             "class_distribution": dict(self.classes),
             "confidence_histogram": {"edges": [round(i / 10, 1) for i in range(11)], "counts": self.confidence_histogram},
-            "off_object_share": self.off_object / self.scored if self.scored else None,
+            "off_object_share": self.off_object / self.scored if self.scored and self.off_object_threshold is not None else None,
+            "off_object_threshold": self.off_object_threshold,
             "parts": self.parts,
             "recovered_parts": self.recovered_parts,
             "overlays": [key for _, key, _ in sorted(self.top, reverse=True)],
@@ -328,7 +331,7 @@ def _score(
 ) -> RunSummary:
     version = safe_version(model_version)
     run_id = uuid.uuid4().hex[:12]
-    summary = RunSummary(run_id, str(model_version), top_size=overlays)
+    summary = RunSummary(run_id, str(model_version), top_size=overlays, off_object_threshold=off_object_threshold(store, str(model_version)))
     done, summary.recovered_parts = done_keys(store, version)  # read under the lease: no other run adds to it now
 
     def todo() -> Iterator[Listed]:
@@ -411,7 +414,7 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
     p = out["probabilities"]
     attention = out["attention"][:, 0]
     top = p.argmax(axis=1)
-    values = frame_signals(p, out["attention_probabilities"], attention, object_fraction=object_fraction)
+    values = frame_signals(p, out["attention_probabilities"], attention, object_fraction=object_fraction, area=area_target(model.card))
     now = _now("milliseconds")  # fine enough to tell which of two rows of a replaced frame is newer
     names = model.card.class_names
     for i, frame in enumerate(frames):
@@ -438,7 +441,8 @@ def _infer(model: OnnxModel, frames: list[Frame], part: _Part, summary: RunSumma
         summary.scored += 1
         summary.classes[row.predicted] += 1
         summary.confidence_histogram[min(9, int(confidence * 10))] += 1
-        summary.off_object += int(row.signals["background_attention"] > OFF_OBJECT)
+        if summary.off_object_threshold is not None:
+            summary.off_object += int(row.signals["attention_focus"] > summary.off_object_threshold)
         if summary.top_size:
             entry = (priority(row.signals), frame.key, attention[i].copy())
             if len(summary.top) < summary.top_size:
@@ -475,7 +479,16 @@ def report_markdown(summary: RunSummary) -> str:
     if d["quarantined_by_reason"]:
         lines.append("- quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(d["quarantined_by_reason"].items())))
     if d["off_object_share"] is not None:
-        lines.append(f"- attention mostly off the object (background attention > {OFF_OBJECT}): {d['off_object_share']:.1%} of frames")
+        lines.append(
+            f"- attention fixed on one spot (attention focus above {d['off_object_threshold']:.3f}, its "
+            f"{100 * OFF_OBJECT_QUANTILE:.0f}th percentile on the version's drift reference): {d['off_object_share']:.1%} of frames "
+            f"(the reference: {1 - OFF_OBJECT_QUANTILE:.0%})"
+        )
+    elif d["scored"]:
+        lines.append(
+            f"- attention fixed on one spot: not judged — model version {d['model_version']} has no drift reference with an "
+            "off-object threshold yet (promotion writes one; `attnloop monitor reference` writes it by hand)"
+        )
     if d["recovered_parts"]:
         lines.append(f"- parts recovered from an earlier run that stopped before its ledger entry: {d['recovered_parts']}")
     if d["class_distribution"]:

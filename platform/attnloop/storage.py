@@ -42,6 +42,7 @@ MAX_KEY_BYTES = 1024  # S3's limit on an object name
 MAX_PART_BYTES = 255  # a file name's limit on common file systems (NAME_MAX)
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to an S3 endpoint
 READ_TIMEOUT = 120.0  # seconds an S3 endpoint may stay silent on an open connection
+PARTIAL_MAX_AGE = 3600.0  # seconds: a folder store's temporary file this old is a killed writer's, removed by the next write there
 
 
 class KeyRefused(ValueError):
@@ -70,6 +71,7 @@ class Store(Protocol):
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes: ...
     def put(self, key: str, data: bytes, *, content_type: str = "application/octet-stream") -> None: ...
     def exists(self, key: str) -> bool: ...
+    def check(self) -> None: ...
     def list(self, prefix: str = "", *, start_after: str | None = None) -> Iterator[ObjectInfo]: ...
     def presign(self, key: str, *, expires: timedelta = timedelta(hours=24)) -> str: ...
     def delete(self, key: str) -> None: ...
@@ -215,12 +217,17 @@ class LocalStore:
                 raise KeyRefused(f"cannot write {self._where(key)}: it is a folder")
             if mode is not None and stat.S_ISLNK(mode):
                 raise self._link(key, key)
+            self._sweep(folder, key)
             tmp = f".partial-{secrets.token_hex(8)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
             try:
                 with open(fd, "wb", closefd=True) as out:
                     out.write(data)
                 os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except OSError as err:  # a full disk, say: name the object, leave no temporary file
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=folder)
+                raise OSError(err.errno, err.strerror, err.filename or self._where(key)) from None
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=folder)
@@ -235,6 +242,7 @@ class LocalStore:
             folder, name = self._folder(key, create=True)
         except KeyError as err:  # a path below an object
             raise KeyRefused(f"cannot write {self._where(key)}: {err.args[0].split(': ', 1)[-1]}") from None
+        self._sweep(folder, key)
         tmp = f".partial-{secrets.token_hex(8)}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
@@ -248,6 +256,31 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=folder)
             os.close(folder)
+
+    def _sweep(self, folder: int, key: str) -> None:
+        """Remove the temporary files (``.partial-*``) older than ``PARTIAL_MAX_AGE`` from the folder
+        ``key`` is written into: a writer killed mid-write leaves one. A writer in flight writes its
+        file within moments, so it is never touched. Once per folder per hour for a store object, so
+        a busy folder is not listed at every write."""
+        where, now = key.rpartition("/")[0], time.time()
+        swept = self.__dict__.setdefault("_swept", {})
+        if swept.get(where, 0.0) > now - PARTIAL_MAX_AGE:
+            return
+        swept[where] = now
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.name.startswith(".partial-") or not entry.is_file(follow_symlinks=False):
+                        continue
+                    if entry.stat(follow_symlinks=False).st_mtime < now - PARTIAL_MAX_AGE:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.name, dir_fd=folder)
+                        log.info("%s: removed %s/%s, a temporary file a killed writer left", self.uri, where or ".", entry.name)
+        except OSError as err:  # best effort: the write itself must not fail for it
+            log.debug("%s: could not sweep temporary files in %s (%s)", self.uri, where or ".", err)
+
+    def check(self) -> None:
+        """Nothing to do: a folder store that does not exist is refused when it is opened."""
 
     def exists(self, key: str) -> bool:
         """True for a regular file under the key (a link, folder or special file is no object)."""
@@ -401,6 +434,11 @@ class S3Store:
             try:
                 return call()
             except S3Error as err:
+                if err.code == "NoSuchBucket":
+                    raise ValueError(
+                        f"no store at {self.uri}: the S3 server at {self.endpoint} has no bucket {self.bucket!r} ({doing} was not done); "
+                        "check the store URI (--store, ATTNLOOP_STORE) for a typo"
+                    ) from None
                 if err.code not in TRANSIENT_CODES or attempt == self.retries:
                     raise
                 reason = err.code
@@ -459,6 +497,15 @@ class S3Store:
             ),
             doing=f"writing {self.uri}/{key}",
         )
+
+    def check(self) -> None:
+        """Raise unless the bucket is there: ValueError naming the store when it is not (a typo),
+        :class:`StoreUnavailable` when the endpoint cannot be reached. One request."""
+        if not self._retry(lambda: self.client.bucket_exists(bucket_name=self.bucket), doing=f"checking the bucket {self.bucket}"):
+            raise ValueError(
+                f"no store at {self.uri}: the S3 server at {self.endpoint} has no bucket {self.bucket!r}; check the store URI "
+                "(--store, ATTNLOOP_STORE) for a typo (frames start a new store with `attnloop stream add FILES --source NAME --to URI`)"
+            )
 
     def exists(self, key: str) -> bool:
         from minio.error import S3Error
@@ -583,6 +630,9 @@ def open_store(
         if create:
             path.mkdir(parents=True, exist_ok=True)
         elif not path.is_dir():
-            raise ValueError(f"{uri}: no such folder (create it, or pass create=True)")
+            raise ValueError(
+                f"no store at {uri}: the folder {path} does not exist; check the store URI (--store, ATTNLOOP_STORE) for a typo "
+                "(frames start a new store with `attnloop stream add FILES --source NAME`)"
+            )
         return LocalStore(path)
     raise ValueError(f"unsupported store URI {uri!r}; expected s3://bucket/prefix or file:///path")

@@ -1,16 +1,21 @@
-"""Image streams in the object store: the frame layout and a simulator that feeds it.
+"""Image streams in the object store: the frame layout, a user's own files into it, and a simulator that feeds it.
 
 Frames live at ``frames/<source>/<yyyy-mm-dd>/<id>.<ext>`` (:mod:`attnloop.layout`); a source is a camera, a line or a
 microscope. Another client may write keys no frame may have (``..`` segments, a deeper layout):
 :func:`list_frames` yields them with the problem, so scoring quarantines them rather than skip or
-fail on them. The simulator writes a dataset family's stream split there (the split where the
+fail on them. :func:`add` puts a person's own image files there (a camera's export folder, an
+archive), each under a key made from its name and content, so adding the same files again adds
+nothing and two different files of the same name are both kept. The simulator writes a dataset family's stream split there (the split where the
 training shortcut is broken and, for ``mill``, the line drifts), for demos and tests.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Iterator
 
@@ -18,7 +23,7 @@ import numpy as np
 
 from tqdm.auto import tqdm
 
-from attnloop.layout import CONTENT_TYPES, FrameKey, frame_key, frames_prefix, looks_like_frame, parse_frame_key
+from attnloop.layout import CONTENT_TYPES, EXTENSIONS, FrameKey, frame_key, frames_prefix, looks_like_frame, parse_frame_key
 from attnloop.storage import ObjectInfo, Store
 
 if TYPE_CHECKING:
@@ -53,6 +58,83 @@ def iter_frames(store: Store, *, source: str | None = None, start_after: str | N
     for listed in list_frames(store, source=source, start_after=start_after):
         if listed.parsed is not None:
             yield listed.info.key, listed.parsed
+
+
+_SOURCE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass
+class Added:
+    """What :func:`add` did: the keys written, those already in the store, the files left out and why."""
+
+    written: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+def check_source(source: str) -> str:
+    """``source`` if it can name frames (letters, digits, '_', '-', '.'), else ValueError saying so."""
+    if not _SOURCE.match(source) or source in (".", ".."):
+        raise ValueError(f"source {source!r} names a camera, line or microscope with letters, digits, '_', '-' and '.' only (e.g. line-1)")
+    return source
+
+
+def image_files(paths: list[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The files named and those under the folders named (recursively, in name order), and what
+    was left out: names that do not exist, and files without an image extension."""
+    files, skipped = [], []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            found = [path]
+        else:
+            skipped.append((str(path), "no such file or folder"))
+            continue
+        for file in found:
+            if file.suffix.lower().lstrip(".") in EXTENSIONS:
+                files.append(file)
+            else:
+                skipped.append((str(file), f"not an image file (extensions read: {', '.join(EXTENSIONS)})"))
+    return files, skipped
+
+
+def frame_id(file: Path, data: bytes) -> str:
+    """A frame id from the file's name and content: the same file always gets the same id, two
+    different files of the same name never do."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", file.stem).strip("-.") or "frame"
+    return f"{stem[:80]}-{hashlib.sha256(data).hexdigest()[:10]}"
+
+
+def add(store: Store, paths: list[str | Path], *, source: str, day: date | None = None, progress: bool = True) -> Added:
+    """Put image files (and the images under folders) into the store as frames of ``source`` on
+    ``day`` (default: today, UTC), keyed by :func:`frame_id`. A file already there is not written
+    again; a file that is not an image attnloop reads is left out with the reason, never half-added."""
+    from attnloop.imaging import read_header
+
+    check_source(source)
+    day = day or datetime.now(timezone.utc).date()
+    files, skipped = image_files(paths)
+    if not files and not skipped:
+        raise ValueError(f"no files under {', '.join(map(str, paths))}")
+    result = Added(skipped=skipped)
+    for file in tqdm(files, desc="frames", unit="file", disable=not progress):
+        try:
+            data = file.read_bytes()
+        except OSError as err:
+            result.skipped.append((str(file), f"unreadable: {err.strerror or err}"))
+            continue
+        if read_header(data, max_pages=1) is None:
+            result.skipped.append((str(file), "not a PNG, JPEG, TIFF, BMP or WebP image (its header cannot be read)"))
+            continue
+        ext = file.suffix.lower().lstrip(".")
+        key = frame_key(source, day, frame_id(file, data), ext)
+        if store.exists(key):
+            result.present.append(key)
+            continue
+        store.put(key, data, content_type=CONTENT_TYPES.get(ext, "application/octet-stream"))
+        result.written.append(key)
+    return result
 
 
 @dataclass(frozen=True)

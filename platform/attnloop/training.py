@@ -32,19 +32,16 @@ from attnloop import imaging
 from attnloop.card import ModelCard
 from attnloop.datasets import Annotation, Record, by_split, class_names, from_manifest_boxes, read_annotations, read_manifest
 from attnloop.evaluation import summarize
-from attnloop.guidance import LOSSES, box_mask, counterexamples, guidance_loss, map_target, shortcut_penalty
+from attnloop.guidance import box_mask, counterexamples, guidance_loss, map_target, shortcut_penalty
 from attnloop.mining import area_prior, gate_floor, mining_loss
 from attnloop.models import build_model, load_checkpoint, load_init_weights, make_card, save_checkpoint
 from attnloop.models.abn import BRANCHES, GATES
 from attnloop.models.checkpoint import default_attention
+from attnloop.options import ATTENTION_FORMS, COUNTEREXAMPLES, GUIDANCE, ORIGINAL_ABN, TRAINABLE  # noqa: F401 (re-exported)
+from attnloop.threads import resolve as resolve_threads
 
 log = logging.getLogger(__name__)
 
-GUIDANCE = ("none", *LOSSES)
-COUNTEREXAMPLES = ("none", "append", "replace")
-TRAINABLE = ("all", "head")  # head: only the perception classifier learns, on frozen features (in the manner of DFR)
-ORIGINAL_ABN = dict(gate="residual", branch="last", mining_weight=0.0)  # TrainConfig options of the original ABN
-ATTENTION_FORMS = {"faithful": {}, "original": ORIGINAL_ABN}  # the CLI's --attention
 
 
 @dataclass
@@ -148,7 +145,7 @@ def load_split(
             raw = imaging.decode((root / record.image).read_bytes(), name=record.image)
             x = imaging.preprocess(raw, card, name=record.image)
         except (imaging.ImageError, OSError) as err:
-            bad.append((record.image, getattr(err, "reason", "unreadable")))
+            bad.append((record.image, "missing" if isinstance(err, FileNotFoundError) else getattr(err, "reason", "unreadable")))
             log.warning("%s — left out", err)
             continue
         size = raw.shape[:2]
@@ -278,7 +275,16 @@ def evaluate(model: nn.Module, card: ModelCard, sets: dict[str, ImageSet]) -> di
 
 def _new_card(config: TrainConfig, records: Sequence[Record], root: Path, classes: Sequence[str]) -> ModelCard:
     """A card for a model trained anew: input size and channels from the images, mean/std from up to 256 of them."""
-    sample = [imaging.to_float(imaging.decode((root / r.image).read_bytes(), name=r.image)) for r in records[:256]]
+    sample = []
+    for record in records:
+        try:
+            sample.append(imaging.to_float(imaging.decode((root / record.image).read_bytes(), name=record.image)))
+        except (imaging.ImageError, OSError):
+            continue  # left out, and reported, when the split is loaded
+        if len(sample) == 256:
+            break
+    if not sample:
+        raise ValueError(f"none of the {len(records)} training images of {root / 'manifest.jsonl'} can be read")
     height, width, channels = sample[0].shape
     if config.input_size is not None:
         size = tuple(config.input_size)
@@ -329,8 +335,9 @@ def train(
         raise ValueError(f"{root} has no 'train' images")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    threads = resolve_threads(config.threads)  # ATTNLOOP_THREADS, else the CPUs this process may use (attnloop.threads)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     device = resolve_device(config.device)
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     if device.type == "cuda":

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from attnloop import annotation_set
-from attnloop.datasets import Annotation, Record, read_annotations, read_manifest, write_manifest
+from attnloop.datasets import Annotation, Record, read_annotations, read_manifest, read_origin, write_manifest
 from attnloop.storage import LocalStore, Store
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,23 @@ def materialize(store: Store, key: str, *, out: str | Path, base: str | Path | N
         raise ValueError(f"{key} holds no annotation with an image and a class; nothing to retrain on")
     write_manifest(out, records)
     return out, annotations
+
+
+def default_boxes(data: str | Path) -> tuple[str | None, str]:
+    """What ``attnloop train`` guides with when ``--boxes`` is not given, and a note saying so.
+
+    A person's boxes imported with the data (``attnloop data import --boxes``) are used; a
+    generated family's true boxes are not (they are for experiments: ``--boxes manifest``), and
+    boxes of unknown origin are not either — the note says how to use them."""
+    boxed = sum(1 for r in read_manifest(data) if r.split == "train" and r.boxes)
+    if not boxed:
+        return None, ""
+    origin = read_origin(data)
+    if origin.get("boxes") == "people":
+        return "manifest", f"the boxes imported with the data on {boxed} training images; --boxes none trains without them"
+    if origin.get("boxes") == "truth":
+        return None, f"the family's true boxes of {boxed} training images left out; --boxes manifest trains with them"
+    return None, f"the manifest's boxes of {boxed} training images left out; --boxes manifest trains with them"
 
 
 def training_set(

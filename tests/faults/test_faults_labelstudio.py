@@ -15,12 +15,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from faultkit import FaultyProxy
+from faultkit import FaultyProxy, closed_port
+from services import browser
 
 from attnloop.apps import cli
 from attnloop.datasets import Record
@@ -296,3 +298,333 @@ def test_local_files_serving_is_on_only_for_a_local_store_and_rooted_at_it(tmp_p
     local = new_server(tmp_path / "ls-local", local_files_root=tmp_path / "store").environment()
     assert local["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] == "true"
     assert local["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] == str((tmp_path / "store").resolve())
+
+
+# --- Label Studio down, or a wrong token: one line, exit 2 ------------------------------------
+
+
+def one_line(code: int, out: str, err: str) -> str:
+    assert code == 2 and "next:" not in out, (code, out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_label_studio_down_is_one_line_naming_the_url(tmp_path, monkeypatch, capsys):
+    store = LocalStore(tmp_path / "store")
+    store.put("frames/cam/2026-12-01/000.png", b"not scored")
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text(Record("frames/cam/2026-12-01/000.png", "stream", "bar", [[1, 1, 5, 5]], []).to_json() + "\n")
+    with closed_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", url)
+        monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", "0" * 40)
+        for command in (
+            ("ls", "bootstrap", "--classes", "square,bar"),
+            ("ls", "push", "--store", store.uri, "--model-version", "tiny-1"),
+            ("ls", "harvest", "--store", store.uri),
+            ("ls", "simulate", "--truth", str(truth)),
+        ):
+            err = one_line(*run_cli(capsys, *command))
+            assert f"Label Studio at {url} does not answer" in err and "ATTNLOOP_LABEL_STUDIO_URL" in err, (command, err)
+    assert not store.exists("annotations/v0001.json")
+
+
+def test_a_wrong_token_is_one_line_naming_the_setting(label_studio, tmp_path, monkeypatch, capsys):
+    wrong = "f" * 40
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_URL", label_studio[0])
+    monkeypatch.setenv("ATTNLOOP_LABEL_STUDIO_TOKEN", wrong)
+    store = LocalStore(tmp_path / "store")
+    store.put("frames/cam/2026-12-01/000.png", b"x")
+    for command in (("ls", "bootstrap", "--classes", "square,bar"), ("ls", "harvest", "--store", store.uri)):
+        err = one_line(*run_cli(capsys, *command))
+        assert f"Label Studio at {label_studio[0]} answered 401" in err and "ATTNLOOP_LABEL_STUDIO_TOKEN" in err, err
+        assert "Legacy Token" in err and "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true" in err and wrong not in err, err
+
+
+# --- two harvests at once; a version another writer took --------------------------------------
+
+
+class SlowListing:
+    """A Label Studio client whose first task listing answers ``delay`` seconds late (with the tasks
+    as they were when it asked), as a slow server or a long page would: ``listed`` is set meanwhile."""
+
+    def __init__(self, ls, delay: float) -> None:
+        self._ls, self.delay, self.listed = ls, delay, threading.Event()
+
+    def __getattr__(self, name: str):
+        return getattr(self._ls, name)
+
+    @property
+    def tasks(self):
+        outer = self
+
+        class Tasks:
+            def __getattr__(self, name: str):
+                return getattr(outer._ls.tasks, name)
+
+            def list(self, **params):
+                page = outer._ls.tasks.list(**params)
+                if not outer.listed.is_set():
+                    outer.listed.set()
+                    time.sleep(outer.delay)
+                return page
+
+        return Tasks()
+
+
+class VersionWatch:
+    """Reads every published version's JSONL again and again while it runs: the sha256s each had."""
+
+    def __init__(self, store) -> None:
+        self.store, self.seen, self._stop = store, {}, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        import hashlib
+
+        while not self._stop.wait(0.02):
+            for info in list(self.store.list("annotations/")):
+                if info.key.endswith(".jsonl"):
+                    try:
+                        self.seen.setdefault(info.key, set()).add(hashlib.sha256(self.store.get(info.key)).hexdigest())
+                    except KeyError:
+                        pass
+
+    def __enter__(self) -> "VersionWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._watch_once()
+
+    def _watch_once(self) -> None:
+        import hashlib
+
+        for info in self.store.list("annotations/"):
+            if info.key.endswith(".jsonl"):
+                self.seen.setdefault(info.key, set()).add(hashlib.sha256(self.store.get(info.key)).hexdigest())
+
+
+def annotated_project(model, ls_env, label_studio, tmp_path, *, title: str, count: int, annotate: int):
+    store, version, truth = scored_store(tmp_path / "store", model[0], count=count)
+    ls = client(label_studio)
+    project = bootstrap(ls, title=f"{title} {tmp_path.name}", classes=CLASSES)
+    push(ls, project, _rows(store, version), store=store, model_version=version, document_root=ls_env["ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT"])
+    assert simulate_annotator(ls, project, truth, limit=annotate)["annotated"] == annotate
+    return store, ls, project, truth
+
+
+def test_two_harvests_at_once_publish_distinct_versions_never_rewritten(model, ls_env, label_studio, tmp_path):
+    """The issue's race: one harvest's listing is slow; meanwhile more annotations come and a second
+    harvest runs. Each version is published once and keeps its content."""
+    from attnloop import annotation_set
+
+    store, ls, project, truth = annotated_project(model, ls_env, label_studio, tmp_path, title="two harvests", count=8, annotate=6)
+    slow = SlowListing(ls, delay=3.0)
+    results = {}
+    with VersionWatch(store) as watch:
+        first = threading.Thread(target=lambda: results.setdefault("slow", harvest(slow, project, store=store, classes=CLASSES)))
+        first.start()
+        assert slow.listed.wait(timeout=60)
+        assert simulate_annotator(ls, project, truth)["annotated"] == 2  # two more come in while the slow one lists
+        results["second"] = harvest(client(label_studio), project, store=store, classes=CLASSES)
+        first.join(timeout=120)
+    assert sorted(r.version for r in results.values()) == [1, 2], results
+    assert {key: len(shas) for key, shas in watch.seen.items()} == {"annotations/v0001.jsonl": 1, "annotations/v0002.jsonl": 1}, watch.seen
+    v1, v2 = annotation_set.read(store, 1), annotation_set.read(store, 2)  # both still match their recorded hash
+    assert (len(v1.entries), len(v2.entries), v2.meta["parent"]) == (6, 8, 1)
+    assert set(v1.entries) < set(v2.entries)
+
+
+def test_a_version_another_writer_took_first_is_left_and_harvest_publishes_the_next(model, ls_env, label_studio, tmp_path):
+    """A writer outside this project's lease (another project's harvest into the same set) publishes
+    v1 while this harvest lists: it stays as written, and the harvest publishes v2 on top of it."""
+    import hashlib
+
+    from attnloop import annotation_set
+    from attnloop.annotation_set import Entry
+
+    store, ls, project, _ = annotated_project(model, ls_env, label_studio, tmp_path, title="taken", count=4, annotate=4)
+    slow = SlowListing(ls, delay=1.0)
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("harvest", harvest(slow, project, store=store, classes=CLASSES)))
+    first.start()
+    assert slow.listed.wait(timeout=60)
+    other = Entry("frames/other/2026-12-01/000.png", [[1, 1, 9, 9]], "bar", project=999_999)
+    annotation_set.write(store, {other.image: other}, version=1, parent=None, watermark={"999999": {"1": [1, "x"]}})
+    theirs = hashlib.sha256(store.get("annotations/v0001.jsonl")).hexdigest()
+    first.join(timeout=120)
+    result = results["harvest"]
+    assert (result.version, result.added, result.written) == (2, 4, True)
+    assert hashlib.sha256(store.get("annotations/v0001.jsonl")).hexdigest() == theirs
+    v2 = annotation_set.read(store, 2)
+    assert other.image in v2.entries and len(v2.entries) == 5 and v2.meta["parent"] == 1
+    assert set(v2.meta["watermark"]) == {"999999", str(project.id)}
+
+
+# --- a tampered set: the way back --------------------------------------------------------------
+
+
+def test_a_tampered_set_names_the_way_back_and_harvest_rebuild_takes_it(model, ls_env, label_studio, tmp_path, capsys):
+    from attnloop import annotation_set
+
+    store, ls, project, _ = annotated_project(model, ls_env, label_studio, tmp_path, title="tampered", count=4, annotate=4)
+    title = project.title
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title)
+    assert code == 0 and "annotation set v1" in out, (out, err)
+    jsonl = store.root / "annotations" / "v0001.jsonl"
+    jsonl.write_text(jsonl.read_text().replace('"square"', '"bar"'))  # someone edits the published set by hand
+
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title)
+    err = one_line(code, out, err)
+    assert "annotations/v0001.jsonl" in err and "refuse" in err and "from a backup" in err and "attnloop ls harvest --rebuild" in err, err
+
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title, "--rebuild")
+    assert code == 0, err
+    assert "annotation set v2" in out and "4 added" in out and "altered version v1 passed over" in out, out
+    v2 = annotation_set.latest(store)
+    assert v2.version == 2 and v2.meta["parent"] == 1 and v2.meta["rebuilt"] == {"from": None, "altered": [1]}
+    assert len(v2.entries) == 4 and {e.project for e in v2.entries.values()} == {project.id}
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title)
+    assert code == 0 and "nothing new; the latest annotation set is v2" in out, (out, err)
+
+
+# --- where the model looked, in every task; what comes next ------------------------------------
+
+
+def served(label_studio, url: str) -> httpx.Response:
+    return httpx.get(label_studio[0] + url, headers={"Authorization": f"Token {label_studio[1]}"}, timeout=30)
+
+
+def test_every_task_shows_where_the_model_looked_and_each_command_says_what_comes_next(model, ls_env, label_studio, tmp_path, capsys):
+    """Through the command line, as a user runs it: every pushed task (confirmation tasks too) carries
+    an attention overlay that Label Studio serves; the question is a header above the image; the
+    labeling configs validate; each ``ls`` command ends with the next step."""
+    from dataclasses import replace
+
+    import cv2
+
+    from attnloop.labelstudio import template_config
+    from attnloop.labelstudio.push import Candidate
+    from attnloop.layout import overlay_key
+
+    store, version, truth = scored_store(tmp_path / "store", model[0], count=6)  # scoring stored 4 overlays, not 6
+    assert len(list(store.list(f"overlays/{version}/"))) == 4
+    title = f"overlay {tmp_path.name}"
+    code, out, err = run_cli(capsys, "ls", "bootstrap", "--classes", ",".join(CLASSES), "--title", title)
+    assert code == 0 and out.splitlines()[-1].startswith("next: ") and f"attnloop ls push --title '{title}'" in out, (out, err)
+    code, out, err = run_cli(capsys, "ls", "push", "--store", store.uri, "--title", title, "--model-version", version)
+    assert code == 0, err
+    assert "6 tasks created, 0 already queued" in out and "max open" not in out and "None" not in out, out
+    ls = client(label_studio)
+    project = next(p for p in ls.projects.list(title=title, page_size=100).items if p.title == title)
+    assert out.splitlines()[-1] == (
+        f"next: annotate at {label_studio[0]}/projects/{project.id}, then bring the boxes back with "
+        f"`attnloop ls harvest --title '{title}' --store {store.uri}`"
+    ), out
+
+    # a confirmation task: a propagated mark to keep or delete
+    row = _rows(store, version)[0]
+    confirm = replace(Candidate.from_row(row), confirms="frames/cam/2026-12-01/999.png", shortcut_boxes=([2, 2, 9, 9],))
+    other_title = f"overlay confirm {tmp_path.name}"
+    confirm_project = bootstrap(ls, title=other_title, classes=CLASSES, template="box_correction_overlay")
+    push(ls, confirm_project, [confirm], store=store, model_version=version, document_root=ls_env["ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT"])
+
+    tasks = list(iter_tasks(ls, project.id, fields="all")) + list(iter_tasks(ls, confirm_project.id, fields="all"))
+    assert len(tasks) == 7
+    for task in tasks:
+        data = task.data
+        assert data["has_overlay"] is True and data["overlay"] != data["image"], data
+        assert store.exists(overlay_key(version, data["key"]))
+        answer = served(label_studio, data["overlay"])
+        assert answer.status_code == 200 and answer.content == store.get(overlay_key(version, data["key"])), data["overlay"]
+        picture = cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR)
+        assert picture is not None and picture.shape[:2] == (data["height"], data["width"])
+    confirmation = next(t.data for t in tasks if t.data.get("confirms"))
+    assert confirmation["question"].startswith("Same mistake as frames/cam/2026-12-01/999.png? Keep the red mark")
+    assert all(t.data["question"].startswith("The model says ") for t in tasks if not t.data.get("confirms"))
+
+    for template in ("box_correction", "box_correction_overlay"):
+        config = template_config(template, CLASSES)
+        ls.projects.validate_label_config(id=project.id, label_config=config)  # Label Studio accepts it (raises if not)
+        assert config.index('value="$question"') < config.index('name="image"') < config.index('name="overlay" value="$overlay"')
+
+    code, out, err = run_cli(capsys, "ls", "simulate", "--truth", str(write_truth_file(tmp_path, truth)), "--title", title)
+    assert code == 0 and out.splitlines()[-1] == f"next: bring the annotations back with `attnloop ls harvest --title '{title}'`", (out, err)
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title)
+    assert code == 0 and "annotation set v1" in out, (out, err)
+    assert out.splitlines()[-1].startswith("next: retrain on it with `attnloop train --data BASE_DATA --boxes annotations/v0001.jsonl --store "), out
+    code, out, err = run_cli(capsys, "ls", "harvest", "--store", store.uri, "--title", title)
+    assert code == 0 and "nothing new" in out and out.splitlines()[-1].startswith("next: retrain on it"), out
+
+
+def write_truth_file(folder: Path, truth: dict[str, Record]) -> Path:
+    from attnloop.labelstudio import write_truth
+
+    path = folder / "truth.jsonl"
+    return write_truth(path, truth)
+
+
+def session_login(tmp_path_factory, label_studio) -> dict:
+    """The admin login of the session's Label Studio (kept in its folder's credentials.json)."""
+    for path in tmp_path_factory.getbasetemp().glob("label-studio*/credentials.json"):
+        found = json.loads(path.read_text())
+        if found.get("token") == label_studio[1]:
+            return found
+    raise AssertionError("no credentials.json of the session's Label Studio under pytest's base folder (an outside server?)")
+
+
+def test_an_annotator_sees_the_question_above_the_frame_and_the_attention_beside_it(model, ls_env, label_studio, tmp_path, tmp_path_factory):
+    """In a browser, logged in as an annotator: the task page shows the question as a header above
+    the frame, and the attention overlay, loaded, beside the frame."""
+    from selenium.webdriver.common.by import By
+
+    store, version, _ = scored_store(tmp_path / "store", model[0], count=2)
+    ls = client(label_studio)
+    project = bootstrap(ls, title=f"browser {tmp_path.name}", classes=CLASSES)
+    push(ls, project, _rows(store, version), store=store, model_version=version, document_root=ls_env["ATTNLOOP_LABEL_STUDIO_DOCUMENT_ROOT"])
+    task = next(iter(iter_tasks(ls, project.id, fields="all")))
+    login = session_login(tmp_path_factory, label_studio)
+    driver = browser(size="1400,1000")
+    try:
+        driver.get(f"{label_studio[0]}/user/login/")
+        driver.find_element(By.NAME, "email").send_keys(login["user"])
+        driver.find_element(By.NAME, "password").send_keys(login["password"])
+        driver.find_element(By.CSS_SELECTOR, "form button, form input[type=submit]").click()
+        deadline = time.monotonic() + 30
+        while "/user/login" in driver.current_url and time.monotonic() < deadline:
+            time.sleep(0.2)
+        driver.get(f"{label_studio[0]}/projects/{project.id}/data?task={task.id}")
+        layout = settled = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            layout = driver.execute_script(
+                """const shown = (el) => { const r = el.getBoundingClientRect(); return {x: r.x, y: r.y, w: r.width, h: r.height}; };
+                const colour = (img) => {  // mean channel spread: 0 for a gray frame, large for the heat map
+                    const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+                    const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
+                    let s = 0; for (let i = 0; i < d.length; i += 4) s += Math.abs(d[i] - d[i + 1]) + Math.abs(d[i + 1] - d[i + 2]);
+                    return s / (d.length / 4); };
+                // the labeling view loads the task's pictures as blobs (the Data Manager's thumbnails are plain URLs)
+                const shownImages = Array.from(document.images).filter(i => i.src.startsWith('blob:') && i.naturalWidth > 0 && i.getBoundingClientRect().width > 50);
+                const heading = Array.from(document.querySelectorAll('h1,h2,h3,h4,h5,h6')).find(h => h.textContent.startsWith(arguments[0]));
+                if (shownImages.length < 2 || !heading) return null;
+                const measured = shownImages.map(i => ({...shown(i), colour: colour(i)})).sort((a, b) => a.colour - b.colour);
+                return {frame: measured[0], overlay: measured[measured.length - 1], question: shown(heading), images: measured.length};""",
+                "The model says",
+            )
+            if layout and layout == settled:  # the same twice a second apart: images loaded and laid out
+                break
+            settled = layout
+            time.sleep(1.0)
+        shot = os.environ.get("ATTNLOOP_LS_SCREENSHOT")  # a picture of the task page, for the docs
+        driver.save_screenshot(shot or str(tmp_path / "task.png"))
+        assert layout, "the task page did not show the question, the frame and the overlay within 90 s"
+        frame, overlay, question = layout["frame"], layout["overlay"], layout["question"]
+        assert layout["images"] == 2 and frame["colour"] < 1.0 and overlay["colour"] > 20.0, layout  # the gray frame and the heat map
+        assert question["y"] + question["h"] <= frame["y"], layout  # the question above the frame
+        assert overlay["x"] >= frame["x"] + frame["w"] - 1 and abs(overlay["y"] - frame["y"]) < frame["h"], layout  # the map beside it
+    finally:
+        driver.quit()

@@ -469,3 +469,45 @@ def test_a_lease_on_a_folder_store_never_writes_through_a_link(tmp_path):
         with lease.hold(LocalStore(tmp_path / "store"), "score-v1", ttl=5):
             pass
     assert list(outside.iterdir()) == []
+
+
+def test_a_full_disk_while_scoring_is_one_line_and_the_rerun_completes(model_path, tmp_path):
+    """A store on a small tmpfs (its own mount namespace, so no root is needed where user namespaces
+    are allowed): the frames fit, the results do not. One line, exit 3, nothing half-written;
+    once there is room the same command scores every frame once."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.fail("util-linux's unshare is needed to mount a small file system for this test")
+    frames = open_store(str(tmp_path / "frames"), create=True)
+    keys = put_frames(frames, 16)
+    store = tmp_path / "store"
+    store.mkdir()
+    count = f"{sys.executable} -c \"import sys; from attnloop import scores; from attnloop.storage import open_store; " \
+            f"t = scores.read_scores(open_store('{store}'), columns=['key']); print('ROWS', 0 if t is None else t.num_rows)\""
+    script = (
+        f"set -u; mount -t tmpfs -o size=100k tmpfs {store} && cp -r {tmp_path / 'frames'}/. {store}/ || exit 99; "
+        f"{' '.join(score_command(model_path, '--store', str(store)))} 2>err.txt; echo RC $?; cat err.txt; "
+        f"ls -a {store}/*/ | grep -c partial- ; mount -o remount,size=16m {store}; "
+        f"{' '.join(score_command(model_path, '--store', str(store)))} >/dev/null 2>&1; echo RC2 $?; {count}"
+    )
+    namespace = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-Urm"]
+    env = {**os.environ, "ATTNLOOP_HOME": str(tmp_path / "home"), "ATTNLOOP_THREADS": "1"}
+    out = subprocess.run([*namespace, "sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.splitlines()
+    assert "RC 3" in lines, out.stdout + out.stderr
+    errors = [line.partition("attnloop: error: ")[2] for line in lines if "attnloop: error: " in line]
+    assert len(errors) == 1 and errors[0].startswith("the disk is full writing ") and "run the command again" in errors[0], out.stdout
+    assert "Traceback" not in out.stdout
+    assert lines[lines.index("RC2 0") - 1] == "0"  # no .partial- file left in the store's folders
+    assert "RC2 0" in lines and f"ROWS {len(keys)}" in lines, out.stdout
+
+
+def test_a_file_that_is_not_an_onnx_model_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNLOOP_HOME", str(tmp_path / "home"))
+    put_frames(open_store(str(tmp_path / "store"), create=True), 2)
+    for name, data in (("notes.onnx", b"this is not a model"), ("empty.onnx", b"")):
+        (tmp_path / name).write_bytes(data)
+        assert main(["score", "--store", str(tmp_path / "store"), "--model", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{tmp_path / name} is not a model ONNX Runtime can load" in err and "attnloop export" in err

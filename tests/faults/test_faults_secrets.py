@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,51 @@ def test_label_studios_data_and_the_demos_folder_are_the_owners_alone(tmp_path):
         workdir = demo._fresh_workdir(tmp_path / "demo")
         server = new_server(workdir / "label-studio")
     assert (mode(workdir), mode(server.workdir), mode(server.workdir / CREDENTIALS)) == (0o700, 0o700, 0o600)
+
+
+FAKE_LABEL_STUDIO = """#!/bin/sh
+# stands in for label-studio: creates files in its data folder as its database and uploads do, then waits
+mkdir -p "$LABEL_STUDIO_BASE_DATA_DIR/media/upload"
+echo journal > "$LABEL_STUDIO_BASE_DATA_DIR/label_studio.sqlite3-journal"
+echo image > "$LABEL_STUDIO_BASE_DATA_DIR/media/upload/a.png"
+touch "$LABEL_STUDIO_BASE_DATA_DIR/ready"
+exec sleep 60
+"""
+
+
+def test_an_existing_label_studio_folder_is_made_private_at_every_start(tmp_path, monkeypatch):
+    """A folder an older attnloop left (0755 folders, the database 0644: any local user could read the
+    API token) is its owner's alone after a start: folders 0700, files 0600, and what the server
+    creates afterwards too (it runs under umask 077)."""
+    from attnloop.apps.labelstudio_server import BIN_ENV, new_server
+
+    workdir = tmp_path / "label-studio"
+    (workdir / "data" / "export").mkdir(parents=True)
+    database = workdir / "data" / "label_studio.sqlite3"
+    database.write_text("authtoken_token ... 0123456789abcdef")
+    (workdir / "label-studio.log").write_text("an older run\n")
+    for path in (workdir, workdir / "data", workdir / "data" / "export"):
+        path.chmod(0o755)
+    for path in (database, workdir / "label-studio.log"):
+        path.chmod(0o644)
+    fake = tmp_path / "bin" / "label-studio"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_LABEL_STUDIO)
+    fake.chmod(0o755)
+    monkeypatch.setenv(BIN_ENV, str(fake))
+    with umask(0o022):
+        server = new_server(workdir)
+        server.launch()
+    try:
+        deadline = time.monotonic() + 30
+        while not (workdir / "data" / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (workdir / "data" / "ready").exists(), (workdir / "label-studio.log").read_text()
+        readable = {str(p.relative_to(tmp_path)): oct(mode(p)) for p in [workdir, *workdir.rglob("*")] if mode(p) & 0o077}
+        assert not readable, readable
+        assert (mode(workdir), mode(workdir / "data"), mode(database)) == (0o700, 0o700, 0o600)
+    finally:
+        server.stop()
 
 
 def test_the_secret_files_are_never_readable_by_others_even_for_a_moment(tmp_path):

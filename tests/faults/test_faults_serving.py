@@ -443,7 +443,7 @@ def test_label_studio_connects_with_basic_auth_and_gets_predictions(model_file, 
                 ls.ml.create(project=project.id, url=f"{url}/ls")  # no auth at all
             backend = ls.ml.create(project=project.id, url=f"{url}/ls", auth_method="BASIC_AUTH", basic_auth_user="labelstudio", basic_auth_pass=TOKEN)
             assert backend.id
-            ls.projects.import_tasks(id=project.id, request=[{"image": "/data/local-files/?d=frames/a.png", "key": "frames/a.png", "summary": "a"}])
+            ls.projects.import_tasks(id=project.id, request=[{"image": "/data/local-files/?d=frames/a.png", "overlay": "/data/local-files/?d=frames/a.png", "key": "frames/a.png", "summary": "a"}])
             task = next(iter(ls.tasks.list(project=project.id)))
             ls.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": True, "excluded": []})
             predictions = list(ls.predictions.list(task=task.id))

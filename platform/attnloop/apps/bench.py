@@ -31,51 +31,16 @@ from typing import Callable, Sequence
 import numpy as np
 
 from attnloop import imaging
-from attnloop.apps.bench_report import ALL, log_to_mlflow, merge, report, summarize, write
+from attnloop.apps.bench_report import log_to_mlflow, merge, report, summarize, write
 from attnloop.datasets import Annotation, Record, by_split, read_manifest
 from attnloop.evaluation import confusion_matrix
+from attnloop.options import ALL, POOLS, PROFILES, PROPAGATION, RETRAIN
 from attnloop.priority.strategies import Context, Pool, select
 from attnloop.proposals import attention_box, sees
 from attnloop.recipe import RECIPE
 from attnloop.training import ImageSet, TrainConfig, load_split, predict, save_run, train
 
 __all__ = ["ALL", "PROFILES", "log_to_mlflow", "merge", "parse_budgets", "report", "run", "summarize", "write"]
-
-POOLS = ("train", "heldout")
-PROPAGATION = ("none", "auto", "confirm")
-RETRAIN = ("finetune", "scratch", "head")
-
-
-@dataclass(frozen=True)
-class Profile:
-    strategies: tuple[str, ...]
-    budgets: tuple[int | str, ...]
-    seeds: int
-    initial_epochs: int
-    retrain_epochs: int
-
-
-PROFILES = {
-    "quick": Profile(("random", "least_confidence", "hybrid"), (0, 10, ALL), 1, 10, 10),
-    "full": Profile(
-        (
-            "random", "least_confidence", "margin", "entropy", "branch_disagreement",
-            "background_attention", "confusion", "wrong_first", "simsearch", "hybrid",
-        ),
-        (0, 5, 10, 25, 50, ALL),
-        3,
-        30,
-        10,
-    ),
-    # the issue-18 protocol: a held-out pool, budgets as shares of it, coverage and error-set strategies
-    "pool": Profile(
-        ("random", "margin", "coverage", "jtt", "hybrid"),
-        (0, "0.5%", "1%", "2%", "5%", ALL),
-        3,
-        30,
-        10,
-    ),
-}
 
 
 def parse_budgets(text: str) -> tuple[int | str, ...]:

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-ALL = "all"
+from attnloop.options import ALL
 
 
 def _mean(rows: list[dict], key: str) -> float:

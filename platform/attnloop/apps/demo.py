@@ -32,6 +32,7 @@ from typing import Iterator
 
 from attnloop.config import LabelStudioSettings, Settings, using
 from attnloop.recipe import RECIPE
+from attnloop.redact import redact
 
 MARKER = ".attnloop-demo"  # marks a folder the demo may replace
 LABEL_STUDIO_PROCESS = "label-studio.process.json"  # pid and start time of the Label Studio the demo started
@@ -157,7 +158,7 @@ def _run(workdir: Path, config: DemoConfig, steps: Steps, *, server, progress: b
     print(f"  {data}: train {counts['train']}, val {counts['val']}, test {counts['test']} (the holdout);")
     print("  in train/val the line camera's signature bar tells the class — the shortcut; in test and on the stream it is random")
 
-    store = settings.store()
+    store = settings.store(create=True)
     steps(f"stream: {config.frames} simulated frames from the mill camera into the local store (attnloop stream simulate)")
     truth = put_frames(store, FAMILY, count=config.frames, seed=config.seed, source=SOURCE)
     truth_path = write_truth(workdir / "truth.jsonl", truth)
@@ -435,7 +436,7 @@ def where_to_look(result: dict, *, server=None) -> str:
     else:
         lines.append(f"  Label Studio  {project}  (project {ls['title']!r}, with your own login)")
     lines.append(
-        f"  MLflow        {tool('mlflow')} ui --backend-store-uri {result['registry_uri']}  → http://127.0.0.1:5000, model {result['model_name']}"
+        f"  MLflow        {tool('mlflow')} ui --backend-store-uri {redact(result['registry_uri'])}  → http://127.0.0.1:5000, model {result['model_name']}"
     )
     runs = "flow runs: loop, score, annotate, harvest, retrain, promote"
     if os.environ.get("PREFECT_API_URL"):

@@ -8,6 +8,11 @@ once, so a restart on the same folder keeps working with the same token). It ans
 ``GET /health`` after about 40 s, longer on busy cores; a server that does not start raises with
 the tail of its log.
 
+Its data holds the API token in plain text (the SQLite file), so at every start the folder is
+made its owner's alone, whether new or left by an older run: the folder and every folder under
+``data/`` 0700, its files 0600, and the server runs under umask 077, so what it creates later is
+private too.
+
 Local-files serving (``/data/local-files/``) is on only for a server given ``local_files_root``,
 a local store's folder, and that folder is its document root: any logged-in user may add a
 local-files storage anywhere under the root and read what lies there, so a root of ``/`` (Label
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[3]  # the repository root (platform/attn
 BIN_ENV = "ATTNLOOP_LABEL_STUDIO_BIN"
 START_TIMEOUT = 180.0
 STOP_TIMEOUT = 30.0
+UMASK = 0o077  # the server's: its files are its owner's alone
 DEFAULT_USER = "attnloop@example.com"
 CREDENTIALS = "credentials.json"
 
@@ -132,11 +138,13 @@ class LabelStudioServer:
                 f"{executable} is missing: install Label Studio into .venv-ls (make setup), set {BIN_ENV} to a "
                 "label-studio executable, or point attnloop at a running server with ATTNLOOP_LABEL_STUDIO_URL and _TOKEN"
             )
-        self.data.mkdir(parents=True, exist_ok=True)
-        with self.log.open("a") as out:
+        self.data.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self.workdir, self.data)
+        with open(os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "a") as out:
             self.process = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.environment(),
                 cwd=self.workdir, start_new_session=True,  # its own process group: stop() ends it and its children
+                umask=UMASK,
             )
 
     def wait_healthy(self, *, timeout: float = START_TIMEOUT) -> None:
@@ -172,6 +180,23 @@ class LabelStudioServer:
         """Stop (if running) and start again on the same data folder and port."""
         self.stop()
         self.start(timeout=timeout)
+
+
+def make_private(workdir: Path, data: Path) -> None:
+    """The server's folder 0700 with its own files (credentials, log) 0600, and everything under
+    ``data`` (Label Studio's alone): folders 0700, files 0600. Links are left alone (chmod would
+    follow them out of the folder)."""
+    os.chmod(workdir, 0o700)
+    for name in (CREDENTIALS, "label-studio.log"):
+        path = workdir / name
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o600)
+    for top, folders, files in os.walk(data, followlinks=False):
+        os.chmod(top, 0o700)
+        for name in files:
+            path = os.path.join(top, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
 
 
 def wait_healthy(url: str, process: subprocess.Popen, log: Path, *, timeout: float) -> None:

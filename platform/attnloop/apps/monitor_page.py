@@ -1,7 +1,7 @@
 """The monitoring page: one HTML page per request, for the people who watch the lines.
 
 It shows the alerts first, then per line its trends over the window (frames, confidence, margin,
-attention off the object, class mix) with the alert thresholds drawn, its drift figures against
+attention fixed on one spot, class mix) with the alert thresholds drawn, its drift figures against
 the model's reference, the highest-priority frames of the last hours with their attention
 overlays (and their Label Studio tasks where they have one), and the champion with its gate
 history. The figures are a monitor run's (:func:`attnloop.monitoring.run.monitor`, no events
@@ -26,6 +26,7 @@ from attnloop import layout
 from attnloop.config import Settings
 from attnloop.monitoring import run
 from attnloop.monitoring.stats import Window, open_rows
+from attnloop.redact import redact
 
 log = logging.getLogger(__name__)
 TREND_HOURS = 24.0  # the span of the trend plots
@@ -33,7 +34,7 @@ TOP_HOURS = 6  # the highest-priority frames are those of the last hours
 TOP_FRAMES = 12
 FIGURE_NAMES = {
     "class_psi": "class mix (PSI)", "confidence_ks": "confidence (KS distance)", "embedding_auc": "embeddings (classifier AUC)",
-    "off_object_rise": "attention off the object (rise)", "quarantine_share": "frames not scorable (share)",
+    "off_object_rise": "attention fixed on one spot (rise)", "quarantine_share": "frames not scorable (share)",
 }
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
@@ -41,7 +42,7 @@ header{background:#1d2330;color:#fff;padding:14px 24px}header h1{margin:0;font-s
 main{padding:16px 24px;max-width:1400px}
 section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;margin:0 0 16px}
 section.alert{border-left:6px solid #d33}
-.alerts{background:#fff0f0;border:1px solid #e9a8a8}.quiet{background:#effaf1;border:1px solid #a8d9b3}
+.alerts{background:#fff0f0;border:1px solid #e9a8a8}.quiet{background:#effaf1;border:1px solid #a8d9b3}.empty{background:#fff8e6;border:1px solid #e8c56d}
 h2{font-size:17px;margin:4px 0 10px}h3{font-size:14px;margin:12px 0 6px}
 table{border-collapse:collapse;font-size:13px}td,th{border-bottom:1px solid #e6e9ee;padding:4px 10px;text-align:left}
 td.bad{color:#b00;font-weight:600}.muted{color:#6b7280;font-size:13px}
@@ -61,14 +62,19 @@ def _png(fig) -> str:
 
 def _trend_plot(source: str, hourly: list[dict], mix: list[dict], line: dict, thresholds: dict, span: dict) -> str:
     import matplotlib
-    import numpy as np
 
     matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
     mine = [r for r in hourly if r["source"] == source]
     t = [datetime.fromisoformat(r["bucket"]) for r in mine]
+    with matplotlib.rc_context({"text.parse_math": False}):  # a class named "$x$" is a name, not a formula
+        return _trend_axes(source, t, mine, mix, line, thresholds, span)
+
+
+def _trend_axes(source: str, t: list, mine: list[dict], mix: list[dict], line: dict, thresholds: dict, span: dict) -> str:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     fig, axes = plt.subplots(1, 4, figsize=(15, 2.8))
     axes[0].bar(t, [r["frames"] for r in mine], width=1 / 24 * 0.9, color="#4c78a8", align="edge")
     t = [x + timedelta(minutes=30) for x in t]  # a point at the middle of its hour
@@ -83,12 +89,13 @@ def _trend_plot(source: str, hourly: list[dict], mix: list[dict], line: dict, th
     axes[1].set_title("confidence and margin", fontsize=10)
     axes[1].legend(fontsize=7, loc="lower left")
     axes[2].plot(t, [r["off_object_share"] for r in mine], marker=".", color="#e45756")
-    if reference:
-        axes[2].axhline(reference["off_object_share"], color="grey", linestyle="--", linewidth=1, label="reference")
-        axes[2].axhline(reference["off_object_share"] + thresholds["off_object_rise"], color="#d33", linestyle=":", linewidth=1.5, label="alert threshold")
+    share = reference.get("off_object_share") if reference else None
+    if share is not None and share == share:  # a reference written before the attention focus has none (NaN)
+        axes[2].axhline(share, color="grey", linestyle="--", linewidth=1, label="reference")
+        axes[2].axhline(share + thresholds["off_object_rise"], color="#d33", linestyle=":", linewidth=1.5, label="alert threshold")
         axes[2].legend(fontsize=7, loc="upper left")
     axes[2].set_ylim(0, 1)
-    axes[2].set_title("share with attention off the object", fontsize=10)
+    axes[2].set_title("share with attention fixed on one spot", fontsize=10)
     classes = sorted({r["class"] for r in mix if r["source"] == source})
     buckets = sorted({r["bucket"] for r in mix if r["source"] == source})
     counts = {(r["bucket"], r["class"]): r["frames"] for r in mix if r["source"] == source}
@@ -179,7 +186,7 @@ def _registry(settings: Settings) -> tuple[str, list[dict]]:
         champion = registry.alias_version(client, settings.model_name, registry.CHAMPION)
         versions = client.search_model_versions(f"name='{settings.model_name}'")
     except Exception as err:
-        return f"the registry could not be read ({type(err).__name__}: {err})", []
+        return redact(f"the registry could not be read ({type(err).__name__}: {err})"), []
     history = []
     for v in sorted(versions, key=lambda v: int(v.version), reverse=True):
         tags = {k.removeprefix(registry.TAG): value for k, value in (v.tags or {}).items()}
@@ -190,9 +197,15 @@ def _registry(settings: Settings) -> tuple[str, list[dict]]:
     return (f"version {champion}" if champion else "no champion yet"), history
 
 
-def render(settings: Settings, *, hours: float | None = None, now: datetime | None = None) -> str:
-    """The page, computed now from the store (and the registry and Label Studio where reachable)."""
-    store = settings.store()
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def render(settings: Settings, *, store_uri: str | None = None, hours: float | None = None, now: datetime | None = None) -> str:
+    """The page, computed now from the store (``store_uri``, else the configured one) and the
+    registry and Label Studio where reachable. A store without scored frames in the window is a
+    warning that names the store, never a green page."""
+    store = settings.store(store_uri)
     thresholds = settings.monitor
     window = Window.last(hours or TREND_HOURS, end=now)  # the trends'; drift and alerts are a monitor run's
     tested = Window.last(thresholds.window_hours, end=window.end)
@@ -207,13 +220,21 @@ def render(settings: Settings, *, hours: float | None = None, now: datetime | No
         f"<!doctype html><html><head><meta charset='utf-8'><title>attnloop monitoring</title><style>{STYLE}</style></head><body>",
         f"<header><h1>attnloop — production monitoring</h1><p>trends {window.start:%Y-%m-%d %H:%M} → {window.end:%Y-%m-%d %H:%M} UTC · "
         f"drift tested on each line's last hours (up to {thresholds.window_hours:g} h) · "
-        f"{len(report['lines'])} lines · champion {html.escape(champion)} · generated {datetime.now(timezone.utc):%H:%M:%S} UTC</p></header><main>",
+        f"{_plural(len(report['lines']), 'line')} · champion {html.escape(champion)} · generated {datetime.now(timezone.utc):%H:%M:%S} UTC</p>"
+        f"<p>store {html.escape(redact(store.uri))}</p></header><main>",
     ]
-    if report["alerts"]:
+    if not report["lines"]:
+        parts.append(
+            f'<section class="empty" id="alerts"><h2>No scored frames in this store</h2><p>{html.escape(redact(store.uri))} holds no '
+            f"scoring rows from {window.start:%Y-%m-%d %H:%M} to {window.end:%Y-%m-%d %H:%M} UTC, so nothing here is being watched. "
+            "Is this the store the lines write to (<code>--store</code>, <code>ATTNLOOP_STORE</code>)? Are frames arriving "
+            "(<code>attnloop stream add</code>) and is scoring running (<code>attnloop score</code>, the score flow)?</p></section>"
+        )
+    elif report["alerts"]:
         items = "".join(
             f'<li><a href="#line-{html.escape(a["source"])}">{html.escape(a["message"])}</a></li>' for a in report["alerts"]
         )
-        parts.append(f'<section class="alerts" id="alerts"><h2>{len(report["alerts"])} alerts</h2><ul>{items}</ul></section>')
+        parts.append(f'<section class="alerts" id="alerts"><h2>{_plural(len(report["alerts"]), "alert")}</h2><ul>{items}</ul></section>')
     else:
         parts.append('<section class="quiet" id="alerts"><h2>No alerts</h2><p class="muted">every line is within its thresholds</p></section>')
     for line in report["lines"]:
@@ -258,21 +279,23 @@ def render(settings: Settings, *, hours: float | None = None, now: datetime | No
 class _Page:
     """The rendered page, kept ``ttl`` seconds (a monitor run per request would be wasteful)."""
 
-    def __init__(self, settings: Settings, hours: float | None, ttl: float) -> None:
-        self.settings, self.hours, self.ttl = settings, hours, ttl
+    def __init__(self, settings: Settings, store_uri: str | None, hours: float | None, ttl: float) -> None:
+        self.settings, self.store_uri, self.hours, self.ttl = settings, store_uri, hours, ttl
         self.lock = threading.Lock()
         self.cached: tuple[float, str] | None = None
 
     def get(self) -> str:
         with self.lock:
             if self.cached is None or time.monotonic() - self.cached[0] > self.ttl:
-                self.cached = (time.monotonic(), render(self.settings, hours=self.hours))
+                self.cached = (time.monotonic(), render(self.settings, store_uri=self.store_uri, hours=self.hours))
             return self.cached[1]
 
 
-def server(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, hours: float | None = None, ttl: float = 60.0) -> ThreadingHTTPServer:
+def server(
+    settings: Settings, *, store_uri: str | None = None, host: str = "127.0.0.1", port: int = 8765, hours: float | None = None, ttl: float = 60.0
+) -> ThreadingHTTPServer:
     """An HTTP server of the page (``/``) and ``/health``; call ``serve_forever`` on it."""
-    page = _Page(settings, hours, ttl)
+    page = _Page(settings, store_uri, hours, ttl)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -285,7 +308,7 @@ def server(settings: Settings, *, host: str = "127.0.0.1", port: int = 8765, hou
                 body = page.get().encode()
             except Exception as err:
                 log.exception("monitoring page")
-                return self._send(500, f"the monitoring page could not be made: {type(err).__name__}: {err}".encode(), "text/plain")
+                return self._send(500, redact(f"the monitoring page could not be made: {type(err).__name__}: {err}").encode(), "text/plain")
             self._send(200, body, "text/html; charset=utf-8")
 
         def _send(self, status: int, body: bytes, kind: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from attnloop.datasets import decoy_digits, mill, moa, scenes, shortcut
 from attnloop.datasets._family import Family, Sample, generate, stream_frames
 from attnloop.datasets.annotations import Annotation, from_manifest_boxes, read_annotations
-from attnloop.datasets.manifest import SPLITS, Record, by_split, class_names, read_manifest, write_manifest
+from attnloop.datasets.manifest import SPLITS, Record, by_split, class_names, read_manifest, read_origin, write_manifest, write_origin
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (shortcut.FAMILY, decoy_digits.FAMILY, scenes.FAMILY, moa.FAMILY, mill.FAMILY)}
 
@@ -38,5 +38,7 @@ __all__ = [
     "make_dataset",
     "read_annotations",
     "read_manifest",
+    "read_origin",
     "write_manifest",
+    "write_origin",
 ]

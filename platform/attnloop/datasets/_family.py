@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from attnloop.datasets.manifest import SPLITS, Record, write_manifest
+from attnloop.datasets.manifest import SPLITS, Record, write_manifest, write_origin
 from attnloop.imaging import encode_png
 
 
@@ -106,6 +106,7 @@ def generate(family: Family, out: str | Path, *, seed: int = 0, size: int | None
             if split == "train" and i < 4 * classes:
                 samples.append((family.classes[label], sample))
     write_manifest(out, records)
+    write_origin(out, origin="generated", boxes="truth", family=family.name, seed=seed, shortcut_rate=shortcut_rate)
     (out / "README.md").write_text(dataset_card(family, seed=seed, shortcut_rate=shortcut_rate, counts=counts))
     (out / "grid.png").write_bytes(encode_png(example_grid(samples)))
     return records

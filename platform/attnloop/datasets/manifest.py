@@ -1,4 +1,9 @@
-"""The manifest format (docs/architecture.md): one JSON object per image in ``DIR/manifest.jsonl``."""
+"""The manifest format (docs/architecture.md): one JSON object per image in ``DIR/manifest.jsonl``,
+and beside it ``DIR/dataset.json``, where the folder came from and whose its boxes are:
+``{"origin": "generated", "boxes": "truth", ...}`` for a benchmark family (every image's true
+evidence, for experiments) or ``{"origin": "imported", "boxes": "people", ...}`` for a folder
+``attnloop data import`` described with a person's boxes (what ``attnloop train`` guides with by
+default). A folder without it says nothing about its boxes."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Iterable
 
 SPLITS = ("train", "val", "test", "stream")
 MANIFEST = "manifest.jsonl"
+ORIGIN = "dataset.json"
+BOX_ORIGINS = ("people", "truth", "none")  # a person's boxes, a generator's true boxes, no boxes
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,24 @@ def write_manifest(root: str | Path, records: Iterable[Record]) -> Path:
     path = Path(root) / MANIFEST
     path.write_text("".join(r.to_json() + "\n" for r in records))
     return path
+
+
+def write_origin(root: str | Path, *, origin: str, boxes: str, **details: object) -> Path:
+    """Record where the folder came from (``generated`` / ``imported``) and whose its boxes are (:data:`BOX_ORIGINS`)."""
+    if boxes not in BOX_ORIGINS:
+        raise ValueError(f"unknown box origin {boxes!r}; valid names: {', '.join(BOX_ORIGINS)}")
+    path = Path(root) / ORIGIN
+    path.write_text(json.dumps({"origin": origin, "boxes": boxes, **details}, indent=1) + "\n")
+    return path
+
+
+def read_origin(root: str | Path) -> dict:
+    """The folder's :data:`ORIGIN` record, or an empty one when it has none (or an unreadable one)."""
+    try:
+        data = json.loads((Path(root) / ORIGIN).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def class_names(records: Iterable[Record]) -> list[str]:

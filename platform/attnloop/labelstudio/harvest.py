@@ -9,19 +9,38 @@ the earlier entry for its image in the next version. Skipped (cancelled) annotat
 taken. An annotation deleted in Label Studio, which leaves its task without a completed one,
 takes its image out of the next version; a task deleted from Label Studio keeps its entry, since the set, not
 the annotation tool, is the record. Nothing new: no new version.
+
+A harvest holds the store's lease ``harvest-<project id>`` (:mod:`attnloop.lease`) from reading the
+latest version to publishing the next, so two harvests of one project run one after the other; a
+version is published create-only (:func:`attnloop.annotation_set.write`), so a writer outside the
+lease (another project's harvest into the same set) can never rewrite it: the harvest that finds
+its number taken harvests again from the version now latest.
+
+``rebuild``: when the latest version was altered (:class:`attnloop.annotation_set.SetAltered`),
+the next version is taken from Label Studio afresh: every completed annotation of the project is
+read again; entries of other projects come from the newest version that is still intact; the new
+version's ``parent`` is the altered one and ``rebuilt`` records which versions were skipped.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from attnloop import annotation_set, layout
-from attnloop.annotation_set import Entry
+from attnloop.annotation_set import AnnotationSet, Entry, SetAltered, VersionTaken
 from attnloop.labelstudio.project import COMPLETED, iter_tasks
 from attnloop.labelstudio.push import project_id
 from attnloop.labelstudio.results import NO_OBJECT, Problem, parse_annotation
 from attnloop.storage import Store
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL, LEASE_WAIT = 60.0, 600.0  # seconds: the project's harvest lease, and how long a harvest waits for another
+ATTEMPTS = 3  # publishing tries when another writer takes the version number first
+RETRY_PAUSE = 1.0  # seconds before the second try (twice that before the third)
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,7 @@ class HarvestResult:
     problems: list[Problem] = field(default_factory=list)
     removed: int = 0  # images whose latest annotation no longer yields a usable box
     written: bool = False  # a new version was written
+    altered: tuple[int, ...] = ()  # with rebuild: the versions found altered and passed over
 
 
 def _as_dict(value: Any) -> dict:
@@ -49,21 +69,73 @@ def _latest_completed(annotations: Iterable[Any]) -> dict | None:
     return max(done, key=lambda a: (str(a.get("updated_at") or ""), int(a["id"]))) if done else None
 
 
-def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: str = layout.ANNOTATIONS) -> HarvestResult:
+def harvest(
+    ls,
+    project: Any,
+    *,
+    store: Store,
+    classes: Iterable[str],
+    prefix: str = layout.ANNOTATIONS,
+    rebuild: bool = False,
+    lease_wait: float = LEASE_WAIT,
+) -> HarvestResult:
     """Take the completed annotations that are new or edited since the last version and, if there
     are any, write the next version of the set. Unusable regions are reported as problems (task
-    id and reason), never dropped silently and never stopping the rest."""
+    id and reason), never dropped silently and never stopping the rest.
+
+    ``rebuild``: read every completed annotation again and always write a version (the recovery
+    from an altered set, see the module's doc). Raises :class:`attnloop.annotation_set.SetAltered`
+    when the latest version was altered and ``rebuild`` is off, ``attnloop.lease.Busy`` when another
+    harvest of the project holds the lease past ``lease_wait`` seconds."""
+    from attnloop import lease
+
     prefix = layout.annotation_prefix(prefix)
     classes = list(classes)
-    pid = str(project_id(project))
-    last = annotation_set.latest(store, prefix)
-    previous = None if last is None else last.version
+    pid = project_id(project)
+    with lease.hold(store, f"harvest-{pid}", ttl=LEASE_TTL, wait=lease_wait) as held:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return _harvest(ls, str(pid), store=store, classes=classes, prefix=prefix, rebuild=rebuild, check=held.check)
+            except VersionTaken as err:
+                if attempt == ATTEMPTS:
+                    raise
+                log.warning("%s; harvesting again on the version now latest", err)
+                time.sleep(RETRY_PAUSE * attempt)  # a writer in flight completes its version meanwhile
+    raise AssertionError("unreachable")
+
+
+def _base(store: Store, prefix: str, pid: str, *, rebuild: bool) -> tuple[AnnotationSet | None, int | None, tuple[int, ...]]:
+    """The version a harvest builds on, the latest version's number (the parent) and the versions
+    passed over as altered. Rebuilding: the newest intact version, without this project's entries
+    and watermark."""
+    latest = annotation_set.latest_version(store, prefix)
+    if not rebuild:
+        last = None if latest is None else annotation_set.read(store, latest, prefix)
+        return last, latest, ()
+    altered = []
+    for version in range(latest or 0, 0, -1):
+        try:
+            intact = annotation_set.read(store, version, prefix)
+        except SetAltered:
+            altered.append(version)
+            continue
+        except LookupError:
+            continue  # a number without metadata: never published
+        mine = lambda e: e.project is None or str(e.project) == pid  # noqa: E731
+        watermark = {k: v for k, v in intact.meta.get("watermark", {}).items() if k != pid}
+        kept = {image: e for image, e in intact.entries.items() if not mine(e)}
+        return AnnotationSet(intact.version, intact.key, kept, {**intact.meta, "watermark": watermark}), latest, tuple(altered)
+    return None, latest, tuple(altered)
+
+
+def _harvest(ls, pid: str, *, store: Store, classes: list[str], prefix: str, rebuild: bool, check: Callable[[], None]) -> HarvestResult:
+    last, previous, altered = _base(store, prefix, pid, rebuild=rebuild)
     entries, meta = (dict(last.entries), last.meta) if last is not None else ({}, {})
     watermarks: dict[str, dict[str, list]] = meta.get("watermark", {})
     marks = dict(watermarks.get(pid, {}))
     problems: list[Problem] = []
     added = updated = removed = 0
-    changed = False
+    changed = rebuild
 
     answered: set[str] = set()
     for task in iter_tasks(ls, int(pid), filters=COMPLETED, fields="all", page_size=500):
@@ -132,12 +204,14 @@ def harvest(ls, project: Any, *, store: Store, classes: Iterable[str], prefix: s
 
     if not changed:
         return HarvestResult(previous, None if last is None else last.key, 0, 0, problems)
+    check()  # this harvest still holds the project's lease
+    notes = {"rebuilt": {"from": None if last is None else last.version, "altered": list(altered)}} if rebuild else {}
     written = annotation_set.write(
-        store, entries, version=(previous or 0) + 1, parent=previous, prefix=prefix,
+        store, entries, version=annotation_set.next_version(store, prefix, after=previous), parent=previous, prefix=prefix,
         project=int(pid), added=added, updated=updated, removed=removed, problems=[p.to_dict() for p in problems],
-        watermark={**watermarks, pid: marks},
+        watermark={**watermarks, pid: marks}, **notes,
     )
-    return HarvestResult(written.version, written.key, added, updated, problems, removed, True)
+    return HarvestResult(written.version, written.key, added, updated, problems, removed, True, altered)
 
 
 def _withdrawn(ls, project: int, unanswered: list[str]) -> list[str]:

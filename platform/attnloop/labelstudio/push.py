@@ -6,6 +6,11 @@ carries the image URL, the attention overlay URL, the object key and content has
 idempotency key, docs/architecture.md), the priority signals and the model version. Its prediction holds the predicted class and the attention box proposal, with
 ``score`` = priority so the Data Manager sorts by it.
 
+Every task shows where the model looked: push attaches the frame's attention overlay (scoring
+writes those of its highest-priority frames under ``overlays/``, :func:`attnloop.layout.overlay_key`;
+push draws the missing ones from the scoring row's map, so every task with a map has one), and
+``question`` says what the annotator is asked, which the templates show above the image.
+
 Before creating anything, push lists every task of the project (all pages) and leaves out
 keys that already have one; tasks go in batches, so a Label Studio that stops mid-push costs
 at most the batch in flight, and a re-run creates exactly what is missing. The listing and the
@@ -167,9 +172,16 @@ def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, m
     from attnloop.proposals import attention_box
 
     c = candidate
+    confidence = f" ({c.confidence:.0%} sure)" if c.confidence is not None else ""
+    question = (
+        f"Same mistake as {c.confirms}? Keep the red mark if the model used it here too, delete it if not."
+        if c.confirms
+        else f"The model says {c.predicted}{confidence}. Box what shows the class, fix the class if it is wrong, "
+        "and mark in red what the model used instead."
+    )
     data = {
         "image": image_url,
-        "overlay": overlay_url or image_url,  # the overlay template needs the field on every task
+        "overlay": overlay_url or image_url,  # every template shows it: the image alone where there is no map
         "has_overlay": overlay_url is not None,
         "key": c.key,
         "hash": c.hash,
@@ -183,10 +195,10 @@ def task_for(candidate: Candidate, *, image_url: str, overlay_url: str | None, m
         "percentile": c.percentile,
         **{name: _round(value) for name, value in c.signals.items()},
         **({"confirms": c.confirms} if c.confirms else {}),
+        "question": question,
         "summary": " · ".join(
             part
             for part in (
-                f"same mistake as {c.confirms}? keep the red mark if the model used it here too, delete it if not" if c.confirms else "",
                 f"rank {c.rank} of {c.ranked} (percentile {c.percentile:g})" if c.rank is not None else "",
                 f"priority {c.priority:.4g}",
                 f"predicted {c.predicted}" + (f" ({c.confidence:.0%})" if c.confidence is not None else ""),
@@ -317,7 +329,9 @@ def _create(
     import httpx
     from label_studio_sdk.core.api_error import ApiError
 
-    service_errors = (httpx.HTTPError, ApiError, ConnectionError, TimeoutError)
+    from attnloop.labelstudio.client import LabelStudioUnavailable
+
+    service_errors = (httpx.HTTPError, ApiError, ConnectionError, TimeoutError, LabelStudioUnavailable)
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -360,8 +374,8 @@ def _create(
         batch = todo[start : start + batch_size]
         tasks = []
         for c in batch:
-            overlay = layout.overlay_key(model_version, c.key)
-            tasks.append(task_for(c, image_url=url(c.key), overlay_url=url(overlay) if overlay in overlays else None, model_version=model_version))
+            overlay = ensure_overlay(store, c, model_version=model_version, stored=overlays)
+            tasks.append(task_for(c, image_url=url(c.key), overlay_url=url(overlay) if overlay else None, model_version=model_version))
         check()
         try:
             response = ls.projects.import_tasks(id=pid, request=tasks, return_task_ids=True)
@@ -375,6 +389,25 @@ def _create(
             ) from err
         created += int(response.task_count if response.task_count is not None else len(batch))
     return PushResult(created, skipped_existing, skipped_backpressure)
+
+
+def ensure_overlay(store: Store, candidate: Candidate, *, model_version: str, stored: Collection[str]) -> str | None:
+    """The key of the frame's attention overlay: the one scoring stored (``stored``: the keys under
+    the version's overlay prefix), else one drawn now from the candidate's map. None when the
+    candidate has no map or its frame cannot be read (the task then shows the image alone)."""
+    key = layout.overlay_key(model_version, candidate.key)
+    if key in stored:
+        return key
+    if candidate.attention is None:
+        return None
+    from attnloop.imaging import ImageError
+    from attnloop.scoring import write_overlay
+
+    try:
+        return write_overlay(store, candidate.key, candidate.attention, model_version=model_version)
+    except (ImageError, KeyError) as err:
+        log.warning("no attention overlay for %s: %s; its task shows the image alone", candidate.key, err)
+        return None
 
 
 def local_files_urls(ls, project: int, store: LocalStore, document_root: str | Path | None = None) -> Callable[[str], str]:

@@ -82,8 +82,10 @@ def _line_drift(rows: Rows, store: Store, window: Window, line: dict, ref: refer
     figures = [
         drift.class_mix(ref.classes, values["class"], thresholds),
         drift.confidence(ref.confidence, values["confidence"], thresholds),
-        drift.off_object(ref.off_object, values["off_object"], thresholds),
     ]
+    flags = [v for v in values["off_object"] if v is not None]  # frames scored with an attention focus
+    if ref.off_object is not None and len(flags) >= thresholds.min_frames and len(ref.off_object) >= thresholds.min_frames:
+        figures.append(drift.off_object(ref.off_object, flags, thresholds))
     if len(refs) >= thresholds.min_frames and len(ref.embeddings) >= thresholds.min_frames:
         figures.append(drift.embeddings(ref.embeddings, scores.read_embeddings(store, refs), thresholds, seed=seed))
     return figures
@@ -120,8 +122,15 @@ def monitor(
                     entry["figures"] = [f.to_dict() for f in _line_drift(rows, store, recent, line, ref, thresholds, seed)]
                     entry["reference"] = {
                         "frames": len(ref.classes), "confidence_median": float(np.median(ref.confidence)),
-                        "off_object_share": float(ref.off_object.mean()),
+                        # NaN (no line on the page) for a reference written before the attention focus
+                        "off_object_share": float(ref.off_object.mean()) if ref.off_object is not None else float("nan"),
+                        "off_object_threshold": reference.threshold_of(ref.meta),
                     }
+                    if ref.off_object is None:
+                        entry["status"] = (
+                            f"no off-object figure: the drift reference of model version {version} has no off-object threshold "
+                            "(written before the attention focus, or from frames scored before it); write it again with `attnloop monitor reference`"
+                        )
             lines.append(entry)
     bad = quarantined(store, window)
     for entry in lines:

@@ -3,8 +3,9 @@ benchmark and the page's demonstration run on, without a model. The rows have th
 go through :func:`attnloop.scores.write_part` like real ones.
 
 A line's frames are drawn per class: the predicted class from ``mix``, the top probability
-from a Beta around ``confidence``, background attention from a Beta around ``off_object`` (the
-share above :data:`attnloop.scoring.OFF_OBJECT`), the embedding a class centre plus noise, moved by
+from a Beta around ``confidence``, the attention focus high (0.55–0.95) on an ``off_object`` share of
+the frames and low (0.05–0.45) on the rest (a reference of ``off_object`` 0.1 puts its threshold, the
+90th percentile, between the two), the embedding a class centre plus noise, moved by
 ``embedding_shift`` (a camera change moves every frame's features).
 """
 
@@ -48,7 +49,7 @@ def frames(line: Line, count: int, *, seed: int) -> tuple[list[dict], np.ndarray
     top = np.clip(rng.beta(20 * line.confidence, 20 * (1 - line.confidence), size=count), 1 / len(CLASSES) + 1e-3, 0.999)
     runner = (1 - top) * rng.uniform(0.4, 1.0, size=count)
     off = rng.random(count) < line.off_object
-    background = np.where(off, rng.uniform(0.55, 0.95, count), rng.uniform(0.05, 0.45, count))
+    focus = np.where(off, rng.uniform(0.55, 0.95, count), rng.uniform(0.05, 0.45, count))
     centres = _centres()
     embeddings = centres[labels] + rng.normal(scale=1.0, size=(count, DIM)).astype(np.float32) + line.embedding_shift
     out = []
@@ -61,7 +62,7 @@ def frames(line: Line, count: int, *, seed: int) -> tuple[list[dict], np.ndarray
                 "class": CLASSES[labels[i]], "probabilities": tuple(float(v) for v in p), "confidence": float(top[i]),
                 "signals": {
                     "least_confidence": float(1 - top[i]), "margin": float(1 - (top[i] - runner[i])), "entropy": float(-(p * np.log(p)).sum() / np.log(len(p))),
-                    "branch_disagreement": 0.0, "background_attention": float(background[i]),
+                    "branch_disagreement": 0.0, "background_attention": float(1.0 - focus[i]), "attention_focus": float(focus[i]),
                 },
             }
         )

@@ -16,13 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import cache
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from attnloop import layout, scores
-from attnloop.scoring import OFF_OBJECT
 from attnloop.storage import Store
 
-COLUMNS = ("key", "source", "date", "scored_at", "captured_at", "model_version", scores.CLASS, "confidence", "margin", "background_attention", "embedding_ref")
+COLUMNS = (
+    "key", "source", "date", "scored_at", "captured_at", "model_version", scores.CLASS, "confidence", "margin", "background_attention",
+    "attention_focus", "embedding_ref",
+)
 BUCKETS = {"hour": (13, ":00:00+00:00"), "day": (10, "T00:00:00+00:00")}  # ISO text prefix length → what makes it its bucket's start
 
 
@@ -70,10 +72,15 @@ def score_files(store: Store, *, window: Window | None = None, sources: Sequence
 class Rows:
     """A DuckDB connection with the view ``rows`` over some scores files: one row per frame (its
     newest scoring), the columns of :data:`COLUMNS` plus ``frame_time`` (its time, TIMESTAMPTZ, UTC) and
-    ``off_object`` (attention mostly off the object: background attention above
-    :data:`attnloop.scoring.OFF_OBJECT`)."""
+    ``off_object``: the frame's attention is fixed on one spot — its attention focus is above its
+    model version's threshold (:func:`attnloop.monitoring.reference.off_object_threshold`, set from
+    the version's drift reference); NULL where the version has no threshold or the row no focus
+    (parts written before it), so shares count only the frames that have a flag.
 
-    def __init__(self, store: Store, keys: Sequence[str], *, threads: int | None = None) -> None:
+    ``off_object`` maps a model version (as a path segment, :func:`attnloop.layout.safe_version`)
+    to its threshold; without it, each version's is read from its reference."""
+
+    def __init__(self, store: Store, keys: Sequence[str], *, threads: int | None = None, off_object: Mapping[str, float] | None = None) -> None:
         import duckdb
         import pyarrow.fs as pafs
 
@@ -89,11 +96,14 @@ class Rows:
         self.con.execute(f"CREATE TEMP VIEW score_files AS {self._files(filesystem, paths)}")
         versions = {key.rsplit("/", 1)[-1].rsplit("-", 2)[0] for key in self.keys}  # part-<version>-<run>-<seq>.parquet
         newest = "QUALIFY row_number() OVER (PARTITION BY key ORDER BY scored_at DESC) = 1" if len(versions) > 1 else ""
+        if off_object is None:
+            off_object = _thresholds(store, {v.removeprefix("part-") for v in versions})
+        self.off_object = dict(off_object)
         self.con.execute(
             f"""CREATE TEMP VIEW rows AS SELECT * EXCLUDE (captured_at, scored_at),
                    coalesce(captured_at, scored_at) AS t,
                    TRY_CAST(coalesce(captured_at, scored_at) AS TIMESTAMPTZ) AS frame_time,
-                   background_attention > {OFF_OBJECT} AS off_object, scored_at
+                   {_off_object_sql(self.off_object)} AS off_object, scored_at
                FROM score_files {newest}"""
         )
 
@@ -159,6 +169,7 @@ class Rows:
                    quantile_cont(confidence, [0.1, 0.5]) AS confidence_quantiles,
                    avg(1 - margin) AS margin_mean,
                    avg(off_object::DOUBLE) AS off_object_share,
+                   count(off_object) AS flagged,
                    count(*) FILTER (WHERE confidence < 0.5) AS low_confidence{counts}
                FROM rows WHERE t >= ? AND t < ?
                GROUP BY ALL""",
@@ -169,21 +180,23 @@ class Rows:
         for g in groups:
             start = datetime.fromisoformat(g["bucket"] + rest)
             p10, median = g.pop("confidence_quantiles")
+            flagged = g.pop("flagged")  # frames with an off-object flag (a threshold and a focus)
             classes = {name: g.pop(f"class {i}") for i, name in enumerate(names)}
             hourly.append({**g, "bucket": start, "confidence_p10": p10, "confidence_median": median})
             for name, n in classes.items():
                 if n:
                     mix[(g["source"], start, name)] = mix.get((g["source"], start, name), 0) + n
-            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "first": start})
+            line = lines.setdefault(g["source"], {"source": g["source"], "frames": 0, "off": 0.0, "flagged": 0, "first": start})
             line["frames"] += g["frames"]
-            line["off"] += g["off_object_share"] * g["frames"]
+            line["off"] += (g["off_object_share"] or 0.0) * flagged
+            line["flagged"] += flagged
             line["last"], line["model_version"] = start, g["model_version"]  # groups come in time order: the newest last
         return {
             "hourly": hourly,
             "mix": [{"source": s, "bucket": b, "class": c, "frames": n} for (s, b, c), n in sorted(mix.items())],
             "lines": [
                 {"source": x["source"], "frames": x["frames"], "model_version": x["model_version"], "first": x["first"],
-                 "last": x["last"], "off_object_share": x["off"] / x["frames"]}
+                 "last": x["last"], "off_object_share": x["off"] / x["flagged"] if x["flagged"] else None}
                 for x in lines.values()
             ],
         }
@@ -216,6 +229,25 @@ class Rows:
                FROM rows WHERE t >= ? AND t < ? ORDER BY margin DESC, key LIMIT {int(limit)}""",
             window.bounds(),
         )
+
+
+def _thresholds(store: Store, versions: set[str]) -> dict[str, float]:
+    """The off-object threshold of each model version that has one (from its drift reference)."""
+    from attnloop.monitoring.reference import off_object_threshold
+
+    found = {v: off_object_threshold(store, v) for v in sorted(versions)}
+    return {v: t for v, t in found.items() if t is not None}
+
+
+def _off_object_sql(thresholds: Mapping[str, float]) -> str:
+    """``off_object`` in SQL: the row's attention focus above its version's threshold, else NULL."""
+    if not thresholds:
+        return "CAST(NULL AS BOOLEAN)"
+    version = "regexp_replace(CAST(model_version AS VARCHAR), '[^A-Za-z0-9_.-]', '_', 'g')"  # layout.safe_version
+    cases = " ".join(
+        f"WHEN '{v.replace(chr(39), chr(39) * 2)}' THEN attention_focus > {float(t)!r}" for v, t in sorted(thresholds.items())
+    )
+    return f"CASE {version} {cases} ELSE CAST(NULL AS BOOLEAN) END"
 
 
 @cache

@@ -6,7 +6,8 @@ variable                                default    an alert when, on one line ov
 ``ATTNLOOP_MONITOR_CLASS_PSI``          0.2        the class mix's population stability index against the reference
 ``ATTNLOOP_MONITOR_CONFIDENCE_KS``      0.2        the confidence distribution's Kolmogorov–Smirnov distance
 ``ATTNLOOP_MONITOR_EMBEDDING_AUC``      0.75       a classifier tells the line's embeddings from the reference's this well (ROC AUC)
-``ATTNLOOP_MONITOR_OFF_OBJECT_RISE``    0.15       the share of frames with attention off the object rose this much
+``ATTNLOOP_MONITOR_OFF_OBJECT_RISE``    0.15       the share of off-object frames (attention fixed on one spot: focus above
+                                                   the reference's 90th percentile) rose this much
 ``ATTNLOOP_MONITOR_QUARANTINE_SHARE``   0.05       this share of the line's frames could not be scored
 ``ATTNLOOP_MONITOR_P_VALUE``            0.001      (every drift figure) and its test's p-value is below this
 ``ATTNLOOP_MONITOR_MIN_FRAMES``         50         (every figure) the line has at least this many frames in the window

@@ -4,6 +4,7 @@ similarity search. Pure numpy over one scoring pass; where to add a strategy: do
 from attnloop.priority.signals import (
     PRIORITY,
     ROW_SIGNALS,
+    attention_focus,
     attention_spread,
     background_attention,
     branch_disagreement,
@@ -26,6 +27,7 @@ __all__ = [
     "STRATEGIES",
     "Context",
     "Pool",
+    "attention_focus",
     "attention_spread",
     "background_attention",
     "branch_disagreement",

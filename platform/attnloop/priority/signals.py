@@ -15,10 +15,16 @@ from attnloop.evaluation import attention_energy, energy_share
 EPS = 1e-12
 
 # The signals every scoring row carries (attnloop.scores), every task shows and serving answers
-# (background attention needs the object's size, which serving does not know): computed in one
-# place, :func:`frame_signals`.
-ROW_SIGNALS = ("least_confidence", "margin", "entropy", "branch_disagreement", "background_attention")
+# (the attention signals only where the maps are passed, which serving does not do): computed in
+# one place, :func:`frame_signals`.
+ROW_SIGNALS = ("least_confidence", "margin", "entropy", "branch_disagreement", "background_attention", "attention_focus")
 PRIORITY = "margin"  # the signal the platform ranks frames by (:func:`priority`)
+AREA_TARGET = 0.15  # the share of the image a map opens when its card names no area prior (attnloop.models.abn's default)
+# A frame's attention is "fixed on one spot" (scoring's and monitoring's ``off_object`` flag) when its
+# attention focus exceeds this quantile of the focus on its model version's drift reference
+# (docs/benchmarks/off-object.md): the flag marks the reference's top tenth, and a line where more
+# frames fixate than on the reference shows it as a rise.
+OFF_OBJECT_QUANTILE = 0.9
 
 
 def _probabilities(p: np.ndarray) -> np.ndarray:
@@ -67,7 +73,9 @@ def background_attention(attention: np.ndarray, *, object_fraction: float) -> np
 
     ``object_fraction`` is the object's typical share of the image (a user setting: a dirt spot
     on a board is ~0.01, a cell in a well ~0.05). A map focused on an object-sized region scores
-    near 0; a diffuse map, or one spread over background, scores near 1.
+    near 0; a diffuse map, or one spread over background, scores near 1. A ranking signal only: a
+    map whose area prior opens ~15 % of the image puts an object size of 1–5 % near 1 on nearly
+    every frame, so what flags frames is :func:`attention_focus` (docs/benchmarks/off-object.md).
     """
     if not 0.0 < object_fraction <= 1.0:
         raise ValueError(f"object_fraction must be in (0, 1], got {object_fraction}")
@@ -76,6 +84,43 @@ def background_attention(attention: np.ndarray, *, object_fraction: float) -> np
     top = -np.sort(-e, axis=1)[:, :k].sum(axis=1)
     total = e.sum(axis=1)
     return np.where(total > EPS, 1.0 - top / np.maximum(total, EPS), 1.0)
+
+
+def attention_focus(attention: np.ndarray, *, area: float = AREA_TARGET) -> np.ndarray:
+    """Share of attention energy in the map's strongest cells, as many as the model's area prior opens.
+
+    ``area`` is the share of the image the map is trained to open (the card's ``area_target``,
+    :func:`area_target`), not a guess at the object's size. A map that opens what its prior lets
+    it, spread evenly, scores about ``area``; one fixed on a spot smaller than that scores near 1;
+    a flat map (no energy above its floor) scores 0. On the shortcut families the frames a shortcut
+    decides are the most focused ones (docs/benchmarks/off-object.md).
+    """
+    if not 0.0 < area <= 1.0:
+        raise ValueError(f"area must be a share of the image in (0, 1], got {area}")
+    e = attention_energy(attention)
+    k = max(1, int(round(area * e.shape[1])))
+    top = np.partition(e, e.shape[1] - k, axis=1)[:, e.shape[1] - k :].sum(axis=1)
+    total = e.sum(axis=1)
+    return np.where(total > EPS, top / np.maximum(total, EPS), 0.0)
+
+
+def area_target(card: Any) -> float:
+    """The share of the image ``card``'s attention map is trained to open (:data:`AREA_TARGET` for a
+    card without an area prior: the original ABN)."""
+    options = (getattr(card, "extra", None) or {}).get("attention") or {}
+    return float(options.get("area_target") or AREA_TARGET)
+
+
+def focus_threshold(focus: np.ndarray, *, quantile: float = OFF_OBJECT_QUANTILE) -> float:
+    """The attention focus above which a frame counts as fixed on one spot: the ``quantile`` of the
+    focus on known-good frames (a model version's drift reference)."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
+    values = np.asarray(focus, np.float64).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise ValueError("no attention focus values to set the off-object threshold from; score the reference frames with their attention maps")
+    return float(np.quantile(values, quantile))
 
 
 def attention_spread(attention: np.ndarray) -> np.ndarray:
@@ -128,18 +173,26 @@ def wrong_first(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def frame_signals(
-    probabilities: np.ndarray, attention_probabilities: np.ndarray, attention: np.ndarray | None = None, *, object_fraction: float | None = None
+    probabilities: np.ndarray,
+    attention_probabilities: np.ndarray,
+    attention: np.ndarray | None = None,
+    *,
+    object_fraction: float | None = None,
+    area: float = AREA_TARGET,
 ) -> dict[str, np.ndarray]:
-    """The :data:`ROW_SIGNALS` of a batch of model outputs, by name; background attention only
-    with the maps and the object's typical share of the image."""
+    """The :data:`ROW_SIGNALS` of a batch of model outputs, by name: attention focus with the maps
+    (``area``: the card's :func:`area_target`), background attention with the maps and the
+    object's typical share of the image."""
     out = {
         "least_confidence": least_confidence(probabilities),
         "margin": margin(probabilities),
         "entropy": entropy(probabilities),
         "branch_disagreement": branch_disagreement(probabilities, attention_probabilities),
     }
-    if attention is not None and object_fraction is not None:
-        out["background_attention"] = background_attention(attention, object_fraction=object_fraction)
+    if attention is not None:
+        out["attention_focus"] = attention_focus(attention, area=area)
+        if object_fraction is not None:
+            out["background_attention"] = background_attention(attention, object_fraction=object_fraction)
     return {name: out[name] for name in ROW_SIGNALS if name in out}
 
 

@@ -96,6 +96,7 @@ SIGNALS: dict[str, Callable[[Pool, Context], np.ndarray]] = {
         lambda p, c: S.branch_disagreement(p.probabilities, _needs(p.attention_probabilities, "attention-branch probabilities")),
     ),
     "background_attention": _stored_or("background_attention", lambda p, c: S.background_attention(_maps(p), object_fraction=c.object_fraction)),
+    "attention_focus": _stored_or("attention_focus", lambda p, c: S.attention_focus(_maps(p))),
     "attention_spread": lambda p, c: S.attention_spread(_maps(p)),
     "confusion": lambda p, c: S.confusion_driven(p.probabilities, _needs(c.confusion, "confusion")),
     "wrong_first": lambda p, c: S.wrong_first(p.probabilities, _needs(p.labels, "labels")),

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from attnloop.config import Settings
+from attnloop.redact import redact
 from attnloop.recipe import RECIPE
 
 
@@ -74,7 +75,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
     if settings.mlflow_tracking_uri:
         params = {"data": args.data, "strategies": ",".join(strategies), "budgets": ",".join(map(str, budgets)), "command": command}
         run_id = bench.log_to_mlflow(settings.mlflow_tracking_uri, args.out, summary, params)
-        print(f"logged to MLflow at {settings.mlflow_tracking_uri} (run {run_id})")
+        print(f"logged to MLflow at {redact(settings.mlflow_tracking_uri)} (run {run_id})")
     _print_summary(summary, args.out)
     return 0
 
@@ -82,7 +83,7 @@ def cmd_bench_strategies(args: argparse.Namespace, settings: Settings) -> int:
 def _print_summary(summary: dict, out: Path) -> None:
     for strategy, s in summary["strategies"].items():
         print(f"{strategy:22} 90 % of the gain at budget {s['budget_for_90pct_gain']}, AUC {s['auc']}")
-    print(f"wrote {out}/results.json, report.md, curves.png")
+    print(f"wrote {out}/results.json, report.md, curves.png; open {out}/report.md for the comparison")
 
 
 def cmd_bench_merge(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,8 +95,7 @@ def cmd_bench_merge(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub) -> None:
     """Register ``attnloop bench strategies | merge`` on the main parser's subcommands."""
-    from attnloop.apps.bench import POOLS, PROFILES, PROPAGATION, RETRAIN
-    from attnloop.training import COUNTEREXAMPLES, GUIDANCE
+    from attnloop.options import COUNTEREXAMPLES, GUIDANCE, POOLS, PROFILES, PROPAGATION, RETRAIN
 
     bench_cmd = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     st = bench_cmd.add_parser("strategies", help="compare selection strategies under a simulated annotator")

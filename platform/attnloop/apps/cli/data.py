@@ -21,21 +21,25 @@ def cmd_data_make(args: argparse.Namespace, settings: Settings) -> int:
 
     records = make_dataset(args.family, args.out, seed=args.seed, size=args.size, shortcut_rate=args.shortcut_rate)
     print(f"{args.family}: {len(records)} images in {args.out} ({_split_counts(records)})")
+    print(f"next: `attnloop train --data {args.out} --out RUN` trains a model on it (its dataset card: {args.out}/README.md)")
     return 0
 
 
 def cmd_data_import(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.datasets import write_manifest
+    from attnloop.datasets import write_manifest, write_origin
     from attnloop.datasets.folders import import_folder
 
     result = import_folder(args.root, boxes=args.boxes, val=args.val, test=args.test, seed=args.seed)
     path = write_manifest(args.root, result.records)
     boxed = sum(bool(r.boxes) for r in result.records)
+    write_origin(args.root, origin="imported", boxes="people" if boxed else "none", box_file=str(args.boxes) if args.boxes else None)
     print(f"wrote {path}: {len(result.records)} images ({_split_counts(result.records)}), {boxed} with boxes")
     if result.problems:
         print(f"left out {len(result.problems)}:")
         for problem in result.problems:
             print(f"  {problem.reason:16} {problem.message}")
+    guided = f", guided by its {boxed} boxes" if boxed else ""
+    print(f"next: `attnloop train --data {args.root} --out RUN` trains on it{guided}")
     return 0
 
 

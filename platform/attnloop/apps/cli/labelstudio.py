@@ -2,12 +2,15 @@
 
 ``add_commands(subparsers)`` registers them on the main parser's subcommands; every handler
 takes ``(args, settings)`` like the other commands. Label Studio's address comes from
-``ATTNLOOP_LABEL_STUDIO_URL``/``_TOKEN``/``_PROJECT`` (``settings.label_studio``).
+``ATTNLOOP_LABEL_STUDIO_URL``/``_TOKEN``/``_PROJECT`` (``settings.label_studio``); a server that
+does not answer or refuses the token is one line naming the URL and what to check (exit 2,
+:mod:`attnloop.labelstudio.client`). Each command's last line says what comes next.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,9 +21,20 @@ from attnloop.priority import RANKINGS
 
 
 def _connect(args: argparse.Namespace, settings: Settings):
+    from attnloop.labelstudio.client import connect
+
     ls_settings = settings.label_studio
     title = args.title or ls_settings.project
-    return ls_settings, ls_settings.client(), title
+    return ls_settings, connect(ls_settings), title
+
+
+def _title_option(args: argparse.Namespace) -> str:
+    """`` --title T`` when the command was given one (so the next command names the same project)."""
+    return f" --title {shlex.quote(args.title)}" if args.title else ""
+
+
+def _store_option(args: argparse.Namespace) -> str:
+    return f" --store {shlex.quote(args.store)}" if getattr(args, "store", None) else ""
 
 
 def _project(ls, ls_settings: LabelStudioSettings, title: str):
@@ -46,6 +60,7 @@ def cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     ls_settings, ls, title = _connect(args, settings)
     project = bootstrap(ls, title=title, classes=classes, template=args.template)
     print(f"project {project.id} {title!r} at {ls_settings.url}/projects/{project.id} with classes {', '.join(classes)}")
+    print(f"next: send the highest-priority scored frames (`attnloop score` first) as tasks with `attnloop ls push{_title_option(args)}`")
     return 0
 
 
@@ -66,28 +81,52 @@ def cmd_push(args: argparse.Namespace, settings: Settings) -> int:
     except (PushInterrupted, lease.Busy, lease.Lost) as err:
         print(f"attnloop: error: {err}", file=sys.stderr)
         return 1
+    held = f"{result.skipped_backpressure} held back (max open {args.max_open})" if args.max_open is not None else ""
     print(
-        f"project {project.id} (model version {version}): {result.created} tasks created, {result.skipped_existing} already queued, "
-        f"{result.skipped_backpressure} held back (max open {args.max_open})"
+        f"project {project.id} (model version {version}): {result.created} tasks created, {result.skipped_existing} already queued"
+        + (f", {held}" if held else "")
+    )
+    print(
+        f"next: annotate at {ls_settings.url}/projects/{project.id}, then bring the boxes back with "
+        f"`attnloop ls harvest{_title_option(args)}{_store_option(args)}`"
     )
     return 0
 
 
 def cmd_harvest(args: argparse.Namespace, settings: Settings) -> int:
+    from attnloop import lease
     from attnloop.labelstudio.harvest import harvest
     from attnloop.labelstudio.project import project_classes
 
     store = settings.store(args.store)
     ls_settings, ls, title = _connect(args, settings)
     project = _project(ls, ls_settings, title)
-    result = harvest(ls, project, store=store, classes=project_classes(project), prefix=args.prefix)
+    try:
+        result = harvest(ls, project, store=store, classes=project_classes(project), prefix=args.prefix, rebuild=args.rebuild)
+    except (lease.Busy, lease.Lost) as err:  # another harvest of the project: nothing was written by this one
+        print(f"attnloop: error: {err}", file=sys.stderr)
+        return 1
     for problem in result.problems:
         print(f"problem ({problem.reason}): {problem.detail}", file=sys.stderr)
     if result.written:
-        print(f"annotation set v{result.version} at {store.uri}/{result.key}: {result.added} added, {result.updated} updated, {result.removed} removed")
+        rebuilt = (
+            f" (rebuilt from Label Studio; altered version{'s' if len(result.altered) > 1 else ''} "
+            f"{', '.join(f'v{v}' for v in result.altered)} passed over)" if result.altered else (" (rebuilt from Label Studio)" if args.rebuild else "")
+        )
+        print(
+            f"annotation set v{result.version} at {store.uri}/{result.key}: {result.added} added, {result.updated} updated, "
+            f"{result.removed} removed{rebuilt}"
+        )
     else:
         where = f"v{result.version} ({result.key})" if result.version else "none yet"
         print(f"nothing new; the latest annotation set is {where}")
+    if result.key:
+        print(
+            f"next: retrain on it with `attnloop train --data BASE_DATA --boxes {result.key} --store {shlex.quote(store.uri)} --out RUN` "
+            "(or the retrain flow, which takes the latest set)"
+        )
+    else:
+        print(f"next: annotate at {ls_settings.url}/projects/{project.id}, then harvest again")
     return 0
 
 
@@ -102,6 +141,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         skip_rate=args.skip_rate, seed=args.seed, limit=args.limit, mark_shortcuts=not args.no_shortcut_marks,
     )
     print(f"project {project.id}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    print(f"next: bring the annotations back with `attnloop ls harvest{_title_option(args)}`")
     return 0
 
 
@@ -142,6 +182,11 @@ def add_commands(subparsers) -> None:
     hv.add_argument("--store", default=None, help=store_help)
     hv.add_argument("--prefix", default=ANNOTATIONS, help="where the versions live in the store")
     hv.add_argument("--title", default=None, help=title_help)
+    hv.add_argument(
+        "--rebuild", action="store_true",
+        help="read every completed annotation again and write the next version afresh: the recovery when the latest "
+        "set was altered (its metadata names the altered version)",
+    )
     hv.set_defaults(func=cmd_harvest)
 
     sm = ls.add_parser("simulate", help="complete open tasks from ground truth (a simulated annotator)")

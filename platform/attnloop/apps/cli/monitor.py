@@ -17,23 +17,25 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     report = run.monitor(store, thresholds=settings.monitor, window=Window.last(args.hours or settings.monitor.window_hours), page=settings.monitor_url)
     key = run.write(store, report)
     print(run.markdown(report))
-    print(f"report: {store.uri}/{key} (the monitor flow also sends each alert as a Prefect event)")
+    print(f"report: {store.uri}/{key} (the monitor flow also sends each alert as a Prefect event); "
+          f"the page with every line's trends: `attnloop monitor serve{' --store ' + args.store if args.store else ''}`")
     return 1 if report["alerts"] and args.fail_on_alert else 0
 
 
 def cmd_page(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.apps.monitor_page import render
 
-    Path(args.out).write_text(render(settings, hours=args.hours))
-    print(f"wrote {args.out}")
+    Path(args.out).write_text(render(settings, store_uri=args.store, hours=args.hours))
+    print(f"wrote {args.out} (store {settings.store(args.store).uri}); open it in a browser, or serve it live with `attnloop monitor serve`")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from attnloop.apps.monitor_page import server
 
-    httpd = server(settings, host=args.host, port=args.port, hours=args.hours, ttl=args.refresh)
-    print(f"monitoring page on http://{args.host}:{httpd.server_port}/ (Ctrl-C stops it)", flush=True)
+    store = settings.store(args.store)  # a store that does not exist fails here, not on every request
+    httpd = server(settings, store_uri=store.uri, host=args.host, port=args.port, hours=args.hours, ttl=args.refresh)
+    print(f"monitoring page of {store.uri} on http://{args.host}:{httpd.server_port}/ (Ctrl-C stops it)", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
@@ -61,6 +63,7 @@ def cmd_reference(args: argparse.Namespace, settings: Settings) -> int:
         sources = args.sources.split(",") if args.sources else None
         meta = reference.from_rows(store, args.model_version, start=end - timedelta(hours=args.period_hours), end=end, sources=sources)
         print(f"drift reference of model version {meta['model_version']}: {meta['frames']} frames of {meta['period']['start']} → {meta['period']['end']}")
+        print("next: `attnloop monitor run` compares each line with it")
         return 0
     if not args.holdout:
         raise ValueError("give --holdout (a manifest folder) or --period-hours (a stretch of the lines' own frames)")
@@ -71,6 +74,7 @@ def cmd_reference(args: argparse.Namespace, settings: Settings) -> int:
     meta = reference.build(store, model, args.model_version or version, load_holdout(args.holdout, split=args.split),
                            object_fraction=args.object_fraction)
     print(f"drift reference of model version {meta['model_version']}: {meta['frames']} frames of holdout {meta['holdout']}")
+    print("next: `attnloop monitor run` compares each line with it")
     return 0
 
 
@@ -78,7 +82,9 @@ def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
     from flows.monitor import route_alerts
 
     automation = route_alerts(args.webhook)
-    print(f"alerts go to {args.webhook} (automation {automation})")
+    from attnloop.redact import redact
+
+    print(f"alerts go to {redact(args.webhook)} (automation {automation}); `attnloop monitor run` or the monitor flow sends them")
     return 0
 
 
@@ -95,11 +101,13 @@ def add_commands(sub) -> None:
 
     p = monitor.add_parser("page", help="write the monitoring page as one HTML file")
     p.add_argument("--out", default="monitoring.html")
+    p.add_argument("--store", default=None, help=store_help)
     p.add_argument("--hours", type=float, default=None, help=hours_help)
     p.set_defaults(func=cmd_page)
 
     s = monitor.add_parser("serve", help="serve the monitoring page")
     s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--store", default=None, help=store_help)
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--hours", type=float, default=None, help=hours_help)
     s.add_argument("--refresh", type=float, default=60.0, help="seconds a rendered page is reused")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from attnloop.config import Settings
+from attnloop.redact import redact
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -23,7 +24,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from attnloop.training import ATTENTION_FORMS, TrainConfig, data_hash, save_run, train
+    from attnloop.options import ATTENTION_FORMS
+    from attnloop.training import TrainConfig, data_hash, save_run, train
 
     config = TrainConfig(
         arch=args.arch,
@@ -44,25 +46,38 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         device=args.device,
         **ATTENTION_FORMS[args.attention],
     )
-    from attnloop.trainset import training_set
+    from attnloop.trainset import default_boxes, training_set
 
-    store = settings.store(args.store, create=False) if args.store else None
-    data, annotations = training_set(args.data, args.boxes, out=args.out / "trainset", store=store)  # a harvested set: its frames
+    boxes, note = (args.boxes, "") if args.boxes is not None else default_boxes(args.data)
+    store = settings.store(args.store) if args.store else None
+    data, annotations = training_set(args.data, boxes, out=args.out / "trainset", store=store)  # a harvested set: its frames
     result = train(data, config, annotations=annotations)
-    own_set = args.boxes if args.boxes not in (None, "none", "manifest") and data == args.data else None
-    out = save_run(args.out, result, config, data=data_hash(data, own_set), source=data, boxes=args.boxes)
+    own_set = boxes if boxes not in (None, "none", "manifest") and data == args.data else None
+    out = save_run(args.out, result, config, data=data_hash(data, own_set), source=data, boxes=boxes)
+    left_out = []
     for split, m in result.metrics["splits"].items():
         extra = "".join(
             f", {k} {m[k]:.3f}" for k in ("attention_in_box", "wrong_reason") if m.get(k) is not None
         )
-        print(f"{split:6} accuracy {m['accuracy']:.3f} (n={m['n']}){extra}")
-    print(f"wrote {out}/model.pt, card.json, metrics.json ({result.metrics['guided_images']} guided images)")
+        lost = m.get("quarantined", [])
+        left_out += [f"{q['image']} ({q['reason']})" for q in lost]
+        print(f"{split:6} accuracy {m['accuracy']:.3f} (n={m['n']}{f', {len(lost)} left out' if lost else ''}){extra}")
+    if left_out:
+        shown = ", ".join(left_out[:5]) + (f" and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        print(
+            f"warning: {len(left_out)} images of {data / 'manifest.jsonl'} were left out: {shown}. Training goes on without them, but "
+            "a holdout must be whole: `attnloop registry gate` refuses a split with any of them until they are restored or their "
+            "lines removed", file=sys.stderr,
+        )
+    print(f"wrote {out}/model.pt, card.json, metrics.json ({result.metrics['guided_images']} guided images{'; ' + note if note else ''})")
     if not args.no_track:
         from attnloop.publish import track
         from attnloop.registry import connect
 
         run_id = track(connect(settings.registry_uri), out, artifact_root=settings.artifact_root)
-        print(f"tracked in MLflow at {settings.registry_uri} (run {run_id})")
+        print(f"tracked in MLflow at {redact(settings.registry_uri)} (run {run_id})")
+    print(f"next: `attnloop registry register {out} --holdout DATA` makes it the challenger (the gate then compares it with the "
+          f"champion), or `attnloop export {out} --out model.onnx` for a file to score with")
     return 0
 
 
@@ -100,6 +115,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     if worst > PARITY_LIMIT:
         print(f"parity FAILED: {worst:.2e} > {PARITY_LIMIT:.0e} on logits/attention", file=sys.stderr)
         return 1
+    print(f"next: `attnloop score --model {path}` scores the store's frames with it; serving takes it as ATTNLOOP_SERVING_MODEL={path}")
     return 0
 
 
@@ -112,7 +128,7 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_commands(sub) -> None:
     """Register ``attnloop train | export | models`` on the main parser's subcommands."""
-    from attnloop.training import COUNTEREXAMPLES, GUIDANCE
+    from attnloop.options import COUNTEREXAMPLES, GUIDANCE
 
     tr = sub.add_parser("train", help="train or fine-tune an attention model")
     tr.add_argument("--data", required=True, type=Path, help="folder with manifest.jsonl")
@@ -125,8 +141,9 @@ def add_commands(sub) -> None:
     tr.add_argument("--input-size", type=_size, default=None, help="N or HxW (default: image size, or 224 for ResNets)")
     tr.add_argument(
         "--boxes", default=None,
-        help="human boxes: 'manifest' (every training image), a JSONL naming the data's images, or a harvested set "
-        "(STORE/annotations/v000N.jsonl of a local store, or its key with --store): its frames join the data",
+        help="human boxes: 'manifest' (the manifest's boxes), 'none', a JSONL naming the data's images, or a harvested set "
+        "(STORE/annotations/v000N.jsonl of a local store, or its key with --store): its frames join the data. Default: the "
+        "boxes `attnloop data import --boxes` imported with the data; a generated family's true boxes only with 'manifest'",
     )
     tr.add_argument("--store", default=None, help="the store a harvested --boxes key is read from (any store URI)")
     tr.add_argument(
