@@ -47,7 +47,7 @@ def main() -> int:
     result = train(root / "mill", TrainConfig(epochs=2, guidance="none", seed=0, **ORIGINAL_ABN), progress=False)
     model = OnnxModel(export_onnx(result.model, result.card, root / "model.onnx"), device="cpu")
     settings = Settings.from_env({**os.environ, "ATTNLOOP_HOME": str(root / "home"), "ATTNLOOP_STORE": (root / "store").as_uri()})
-    store = settings.store()
+    store = settings.store(create=True)
     reference.build(store, model, "1", load_holdout(root / "mill", split="stream"))
     end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = end - timedelta(hours=args.hours)
